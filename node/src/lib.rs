@@ -1,0 +1,20 @@
+//! QuackMesh: a decentralized federated-learning network.
+//!
+//! One binary, `quackmesh`, is every participant: providers rent out machines, contributors
+//! train on private data, an elected coordinator aggregates updates, and requesters pay for jobs.
+//! Money lives in contracts on DuckChain; weights travel peer to peer over libp2p.
+//!
+//! # Bird's eye view
+//!
+//! - [`cbor`], [`hash`]: the wire encoding (size-capped CBOR) and 32-byte content hashes.
+//! - [`store`]: the node's durable state (redb), typed trees per kind of record.
+//!
+//! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
+//! can be unit-tested; the mesh and chain layers feed it events.
+
+pub mod cbor;
+pub mod hash;
+pub mod store;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
