@@ -14,6 +14,7 @@
 
 pub mod cbor;
 pub mod hash;
+pub mod roles;
 pub mod store;
 
 #[cfg(any(test, feature = "test-utils"))]
