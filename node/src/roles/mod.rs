@@ -2,4 +2,5 @@
 //! connect them to the mesh, the chain and the learning engine.
 
 pub mod election;
+pub mod participation;
 pub mod round;
