@@ -344,9 +344,10 @@ contract TrainingPool is ITrainingPool, EIP712, ReentrancyGuard {
     }
 
     function _rewardPerUpdate(JobSpec memory spec) private pure returns (uint256) {
-        return spec.rewardMode == RewardMode.PerUpdate
-            ? spec.rewardPerUpdate
-            : spec.rewardPerRound / spec.maxUpdatesPerRound;
+        return
+            spec.rewardMode == RewardMode.PerUpdate
+                ? spec.rewardPerUpdate
+                : spec.rewardPerRound / spec.maxUpdatesPerRound;
     }
 
     /// @dev Claims are open until the job is finished or the claim window after completion closes.

@@ -368,9 +368,7 @@ contract ComputeMarketplaceTest is Fixture {
         ids[0] = _list(provider1, PRICE);
         ids[1] = ids[0];
         vm.prank(renter);
-        vm.expectRevert(
-            abi.encodeWithSelector(IComputeMarketplace.ComputeMarketplaceMachineRented.selector, ids[0], 1)
-        );
+        vm.expectRevert(abi.encodeWithSelector(IComputeMarketplace.ComputeMarketplaceMachineRented.selector, ids[0], 1));
         market.rentCluster(ids, 1);
     }
 

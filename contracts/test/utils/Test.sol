@@ -74,8 +74,7 @@ abstract contract Test {
         (account,) = makeAccount(name);
     }
 
-    uint256 internal constant SECP256K1_ORDER =
-        0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141;
+    uint256 internal constant SECP256K1_ORDER = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141;
 
     // ------------------------------------------------------------------ asserts
 
