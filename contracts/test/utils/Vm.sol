@@ -30,6 +30,9 @@ interface Vm {
     function recordLogs() external;
     function getRecordedLogs() external returns (Log[] memory logs);
 
+    // gas
+    function snapshotGasLastCall(string calldata name) external returns (uint256 gasUsed);
+
     // keys and signatures
     function addr(uint256 privateKey) external pure returns (address keyAddr);
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
