@@ -197,14 +197,7 @@ mod tests {
         let d = domain(31337, Address::repeat_byte(1));
         assert!(sample().recover(&d, &[0u8; 64]).is_err());
         assert!(!sample().verify(&d, &[0u8; 65], Address::ZERO));
-        assert!(
-            sample()
-                .sign(
-                    &dev_signer(0).unwrap(),
-                    &d
-                )
-                .is_ok()
-        );
+        assert!(sample().sign(&dev_signer(0).unwrap(), &d).is_ok());
         let mut over = sample();
         over.accuracyBps = 10_001;
         assert!(over.sign(&dev_signer(0).unwrap(), &d).is_err());

@@ -43,16 +43,16 @@ pub fn decode_revert(data: &[u8]) -> String {
         return "reverted without data".to_owned();
     }
     if let Ok(e) = ComputeMarketplace::ComputeMarketplaceErrors::abi_decode(data) {
-        return format!("{e:?}");
+        return unwrap_variant(format!("{e:?}"));
     }
     if let Ok(e) = TrainingPool::TrainingPoolErrors::abi_decode(data) {
-        return format!("{e:?}");
+        return unwrap_variant(format!("{e:?}"));
     }
     if let Ok(e) = InferencePool::InferencePoolErrors::abi_decode(data) {
-        return format!("{e:?}");
+        return unwrap_variant(format!("{e:?}"));
     }
     if let Ok(e) = DuckToken::DuckTokenErrors::abi_decode(data) {
-        return format!("{e:?}");
+        return unwrap_variant(format!("{e:?}"));
     }
     if let Ok(r) = alloy::sol_types::Revert::abi_decode(data) {
         return format!("Error({:?})", r.reason);
@@ -61,4 +61,45 @@ pub fn decode_revert(data: &[u8]) -> String {
         return format!("Panic({})", p.code);
     }
     format!("unknown revert 0x{}", hex::encode(data))
+}
+
+/// `Name(Name { a: 1 })` (an error enum's Debug) becomes `Name { a: 1 }`.
+fn unwrap_variant(debug: String) -> String {
+    if let Some((outer, rest)) = debug.split_once('(')
+        && rest.starts_with(outer)
+        && let Some(inner) = rest.strip_suffix(')')
+    {
+        return inner.to_owned();
+    }
+    debug
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::U256;
+
+    #[test]
+    fn custom_errors_decode_with_their_values() {
+        let data = ComputeMarketplace::ComputeMarketplaceUnknownMachine {
+            machineId: U256::from(9),
+        }
+        .abi_encode();
+        assert_eq!(
+            decode_revert(&data),
+            "ComputeMarketplaceUnknownMachine { machineId: 9 }"
+        );
+        let unit = DuckToken::DuckTokenFaucetZeroAmount {}.abi_encode();
+        assert_eq!(decode_revert(&unit), "DuckTokenFaucetZeroAmount");
+    }
+
+    #[test]
+    fn standard_reverts_and_garbage_are_readable() {
+        let revert = alloy::sol_types::Revert::from("nope").abi_encode();
+        assert_eq!(decode_revert(&revert), "Error(\"nope\")");
+        let panic = alloy::sol_types::Panic::from(0x11).abi_encode();
+        assert_eq!(decode_revert(&panic), "Panic(17)");
+        assert_eq!(decode_revert(&[]), "reverted without data");
+        assert_eq!(decode_revert(&[1, 2, 3]), "unknown revert 0x010203");
+    }
 }

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use alloy::contract::SolCallBuilder;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::contract::SolCallBuilder;
 use alloy::sol_types::{Eip712Domain, SolCall, SolEvent};
 
 use super::bindings::{
@@ -301,18 +301,16 @@ impl Client {
     /// $DUCK `owner` allows `spender` to pull.
     pub async fn allowance(&self, owner: Address, spender: Address) -> Result<U256, Error> {
         let t = self.token();
-        self.read("allowance", t.allowance(owner, spender))
-            .await
+        self.read("allowance", t.allowance(owner, spender)).await
     }
 
     /// Allows `spender` to pull `amount` of the caller's $DUCK.
     pub async fn approve(&self, spender: Address, amount: U256) -> Result<Sent<()>, Error> {
         let data = self.token().approve(spender, amount).calldata().clone();
-        let receipt = self.send("approve", self.deployment.duck_token, data).await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        let receipt = self
+            .send("approve", self.deployment.duck_token, data)
+            .await?;
+        Ok(Sent { value: (), receipt })
     }
 
     /// Approves `spender` for `amount` unless the allowance already covers it.
@@ -327,30 +325,27 @@ impl Client {
     /// Sends `amount` $DUCK to `to`.
     pub async fn transfer(&self, to: Address, amount: U256) -> Result<Sent<()>, Error> {
         let data = self.token().transfer(to, amount).calldata().clone();
-        let receipt = self.send("transfer", self.deployment.duck_token, data).await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        let receipt = self
+            .send("transfer", self.deployment.duck_token, data)
+            .await?;
+        Ok(Sent { value: (), receipt })
     }
 
     /// Draws `amount` from DuckToken's faucet (devnet/testnet deployments only).
     pub async fn faucet(&self, amount: U256) -> Result<Sent<()>, Error> {
         self.require_own_token("faucet")?;
         let data = self.token().faucet(amount).calldata().clone();
-        let receipt = self.send("faucet", self.deployment.duck_token, data).await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        let receipt = self
+            .send("faucet", self.deployment.duck_token, data)
+            .await?;
+        Ok(Sent { value: (), receipt })
     }
 
     /// What `who` may still draw from the faucet.
     pub async fn faucet_remaining(&self, who: Address) -> Result<U256, Error> {
         self.require_own_token("faucetRemaining")?;
         let t = self.token();
-        self.read("faucetRemaining", t.faucetRemaining(who))
-            .await
+        self.read("faucetRemaining", t.faucetRemaining(who)).await
     }
 
     /// Mints `amount` to `to` (the DuckToken owner only, i.e. the deployer).
@@ -358,10 +353,7 @@ impl Client {
         self.require_own_token("mint")?;
         let data = self.token().mint(to, amount).calldata().clone();
         let receipt = self.send("mint", self.deployment.duck_token, data).await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     fn require_own_token(&self, op: &str) -> Result<(), Error> {
@@ -414,10 +406,7 @@ impl Client {
         let receipt = self
             .send("updateMachine", self.deployment.compute_marketplace, data)
             .await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     /// Unlists a machine that is not rented.
@@ -426,22 +415,20 @@ impl Client {
         let receipt = self
             .send("unlistMachine", self.deployment.compute_marketplace, data)
             .await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     /// Rents a machine for `hours` hours (approving price x hours first); returns the rental id.
     pub async fn rent_machine(&self, machine_id: U256, hours: u64) -> Result<Sent<U256>, Error> {
         let machine = self.machine(machine_id).await?;
-        let cost = machine
-            .pricePerHour
-            .checked_mul(U256::from(hours))
-            .ok_or(Error::InvalidArgument {
-                name: "hours",
-                reason: "price x hours overflows".into(),
-            })?;
+        let cost =
+            machine
+                .pricePerHour
+                .checked_mul(U256::from(hours))
+                .ok_or(Error::InvalidArgument {
+                    name: "hours",
+                    reason: "price x hours overflows".into(),
+                })?;
         self.ensure_allowance(self.deployment.compute_marketplace, cost)
             .await?;
         let data = self
@@ -549,8 +536,7 @@ impl Client {
     /// A machine by id.
     pub async fn machine(&self, machine_id: U256) -> Result<Machine, Error> {
         let m = self.market();
-        self.read("getMachine", m.getMachine(machine_id))
-            .await
+        self.read("getMachine", m.getMachine(machine_id)).await
     }
 
     /// Every machine ever listed, with its id (listed or not; check `listed`).
@@ -562,7 +548,10 @@ impl Client {
         let mut from = 1u64;
         while U256::from(from) <= count {
             let page = self
-                .read("getMachines", m.getMachines(U256::from(from), U256::from(PAGE)))
+                .read(
+                    "getMachines",
+                    m.getMachines(U256::from(from), U256::from(PAGE)),
+                )
                 .await?;
             if page.is_empty() {
                 break;
@@ -584,8 +573,7 @@ impl Client {
     /// A rental by id.
     pub async fn rental(&self, rental_id: U256) -> Result<Rental, Error> {
         let m = self.market();
-        self.read("getRental", m.getRental(rental_id))
-            .await
+        self.read("getRental", m.getRental(rental_id)).await
     }
 
     /// Whether a rental is active now.
@@ -598,16 +586,13 @@ impl Client {
     /// Rent the provider could withdraw now.
     pub async fn withdrawable(&self, rental_id: U256) -> Result<U256, Error> {
         let m = self.market();
-        self.read("withdrawable", m.withdrawable(rental_id))
-            .await
+        self.read("withdrawable", m.withdrawable(rental_id)).await
     }
 
     /// A cluster's renter, rentals and machines.
     pub async fn cluster(&self, cluster_id: U256) -> Result<Cluster, Error> {
         let m = self.market();
-        let r = self
-            .read("getCluster", m.getCluster(cluster_id))
-            .await?;
+        let r = self.read("getCluster", m.getCluster(cluster_id)).await?;
         Ok(Cluster {
             renter: r.renter,
             rental_ids: r.rentalIds,
@@ -620,7 +605,7 @@ impl Client {
     pub async fn cluster_members(&self, cluster_id: U256) -> Result<Vec<ClusterMember>, Error> {
         let m = self.market();
         self.read("getClusterMembers", m.getClusterMembers(cluster_id))
-        .await
+            .await
     }
 
     // ------------------------------------------------------------------ training pool
@@ -638,10 +623,7 @@ impl Client {
         let receipt = self
             .send("registerCoordinator", self.deployment.training_pool, data)
             .await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     /// Unregisters the caller; returns the stake paid back.
@@ -650,8 +632,11 @@ impl Client {
         let receipt = self
             .send("unregisterCoordinator", self.deployment.training_pool, data)
             .await?;
-        let ev: TrainingPool::CoordinatorUnregistered =
-            event(&receipt, self.deployment.training_pool, "unregisterCoordinator")?;
+        let ev: TrainingPool::CoordinatorUnregistered = event(
+            &receipt,
+            self.deployment.training_pool,
+            "unregisterCoordinator",
+        )?;
         Ok(Sent {
             value: ev.stake,
             receipt,
@@ -694,10 +679,7 @@ impl Client {
         let receipt = self
             .send("renewLease", self.deployment.training_pool, data)
             .await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     /// Records a round's global model hash and accuracy.
@@ -716,10 +698,7 @@ impl Client {
         let receipt = self
             .send("recordRound", self.deployment.training_pool, data)
             .await?;
-        Ok(Sent {
-            value: (),
-            receipt,
-        })
+        Ok(Sent { value: (), receipt })
     }
 
     /// Submits an attested update for the caller; returns the reward paid.
@@ -762,7 +741,9 @@ impl Client {
         signature: Bytes,
     ) -> Result<bool, Error> {
         let p = self.pool();
-        self.read("verifyProof", p.verifyProof(
+        self.read(
+            "verifyProof",
+            p.verifyProof(
                 job_id,
                 round,
                 update_hash,
@@ -770,21 +751,25 @@ impl Client {
                 accuracy_bps,
                 term,
                 signature.clone(),
-            ))
+            ),
+        )
         .await
     }
 
     /// The contract's EIP-712 digest of an attestation (for cross-checking [`attest`]).
     pub async fn attestation_digest(&self, a: &attest::Attestation) -> Result<B256, Error> {
         let p = self.pool();
-        self.read("attestationDigest", p.attestationDigest(
+        self.read(
+            "attestationDigest",
+            p.attestationDigest(
                 a.jobId,
                 a.round,
                 a.updateHash,
                 a.contributor,
                 a.accuracyBps,
                 a.term,
-            ))
+            ),
+        )
         .await
     }
 
@@ -817,9 +802,7 @@ impl Client {
     /// The job's current term.
     pub async fn current_term(&self, job_id: U256) -> Result<TermInfo, Error> {
         let p = self.pool();
-        let r = self
-            .read("currentTerm", p.currentTerm(job_id))
-            .await?;
+        let r = self.read("currentTerm", p.currentTerm(job_id)).await?;
         Ok(TermInfo {
             term: r.term,
             holder: r.holder,
@@ -832,8 +815,7 @@ impl Client {
     /// What was recorded for a round.
     pub async fn round(&self, job_id: U256, round: u64) -> Result<RoundRecord, Error> {
         let p = self.pool();
-        self.read("getRound", p.getRound(job_id, round))
-            .await
+        self.read("getRound", p.getRound(job_id, round)).await
     }
 
     /// A coordinator's registration.
@@ -878,8 +860,11 @@ impl Client {
         let receipt = self
             .send("createInferenceJob", self.deployment.inference_pool, data)
             .await?;
-        let ev: InferencePool::InferenceJobCreated =
-            event(&receipt, self.deployment.inference_pool, "createInferenceJob")?;
+        let ev: InferencePool::InferenceJobCreated = event(
+            &receipt,
+            self.deployment.inference_pool,
+            "createInferenceJob",
+        )?;
         Ok(Sent {
             value: ev.jobId,
             receipt,
@@ -913,12 +898,19 @@ impl Client {
 
     /// Finishes an inference job and refunds the rest; returns the refund.
     pub async fn finish_inference_job(&self, job_id: U256) -> Result<Sent<U256>, Error> {
-        let data = self.inference().finishInferenceJob(job_id).calldata().clone();
+        let data = self
+            .inference()
+            .finishInferenceJob(job_id)
+            .calldata()
+            .clone();
         let receipt = self
             .send("finishInferenceJob", self.deployment.inference_pool, data)
             .await?;
-        let ev: InferencePool::InferenceJobFinished =
-            event(&receipt, self.deployment.inference_pool, "finishInferenceJob")?;
+        let ev: InferencePool::InferenceJobFinished = event(
+            &receipt,
+            self.deployment.inference_pool,
+            "finishInferenceJob",
+        )?;
         Ok(Sent {
             value: ev.refund,
             receipt,
@@ -935,8 +927,7 @@ impl Client {
     /// A part's posted result.
     pub async fn inference_result(&self, job_id: U256, part: u32) -> Result<PartResult, Error> {
         let i = self.inference();
-        self.read("getResult", i.getResult(job_id, part))
-            .await
+        self.read("getResult", i.getResult(job_id, part)).await
     }
 
     // ------------------------------------------------------------------ devnet controls

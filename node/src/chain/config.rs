@@ -409,7 +409,8 @@ mod tests {
             deployed_at: 0,
         };
         d.save(&path).unwrap();
-        let cfg = Config::resolve(&Networks::builtin().unwrap(), "devnet", None, Some(&path)).unwrap();
+        let cfg =
+            Config::resolve(&Networks::builtin().unwrap(), "devnet", None, Some(&path)).unwrap();
         assert!(matches!(
             cfg.load_deployment(),
             Err(Error::ChainIdMismatch { .. })

@@ -216,15 +216,13 @@ mod tests {
     use super::*;
     use crate::chain::bindings::TrainingPool;
     use alloy::primitives::U256;
-    use alloy::rpc::json_rpc::ErrorPayload;
 
     fn error_resp(code: i64, message: &str, data: Option<&str>) -> TransportError {
         let json = match data {
             Some(d) => format!(r#"{{"code":{code},"message":"{message}","data":"{d}"}}"#),
             None => format!(r#"{{"code":{code},"message":"{message}"}}"#),
         };
-        let payload: ErrorPayload = serde_json::from_str(&json).unwrap();
-        RpcError::ErrorResp(payload)
+        RpcError::ErrorResp(serde_json::from_str(&json).unwrap())
     }
 
     #[test]

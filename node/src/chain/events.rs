@@ -7,7 +7,9 @@ use alloy::rpc::types::Log;
 use alloy::sol_types::SolEventInterface;
 
 use super::Deployment;
-use super::bindings::{ComputeMarketplace as M, DuckToken as T, InferencePool as I, TrainingPool as P};
+use super::bindings::{
+    ComputeMarketplace as M, DuckToken as T, InferencePool as I, TrainingPool as P,
+};
 
 /// An event of one of our contracts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,9 @@ pub fn dev_signer(index: usize) -> Result<PrivateKeySigner, Error> {
 
 /// All ten anvil accounts.
 pub fn dev_signers() -> Vec<PrivateKeySigner> {
-    (0..DEV_KEYS.len()).filter_map(|i| dev_signer(i).ok()).collect()
+    (0..DEV_KEYS.len())
+        .filter_map(|i| dev_signer(i).ok())
+        .collect()
 }
 
 /// Parses a 32-byte hex private key (optional `0x`, surrounding whitespace ignored).
@@ -152,8 +154,8 @@ pub fn resolve_signer(
         return Ok(Some((load_key_file(path)?, KeyOrigin::File(path.clone()))));
     }
     if let Some(hex) = &opts.private_key {
-        let signer = parse_private_key(hex)
-            .map_err(|e| Error::Key(format!("${PRIVATE_KEY_ENV}: {e}")))?;
+        let signer =
+            parse_private_key(hex).map_err(|e| Error::Key(format!("${PRIVATE_KEY_ENV}: {e}")))?;
         return Ok(Some((signer, KeyOrigin::Env)));
     }
     let keystore = opts.keystore.clone().or_else(|| {
@@ -169,7 +171,10 @@ pub fn resolve_signer(
                 path.display()
             ))
         })?;
-        return Ok(Some((load_keystore(&path, password)?, KeyOrigin::Keystore(path))));
+        return Ok(Some((
+            load_keystore(&path, password)?,
+            KeyOrigin::Keystore(path),
+        )));
     }
     match opts.dev_account {
         Some(i) if devnet => Ok(Some((dev_signer(i)?, KeyOrigin::DevAccount(i)))),
@@ -201,7 +206,10 @@ mod tests {
         let err = parse_private_key(secret).unwrap_err().to_string();
         assert!(!err.contains(&secret[2..20]), "{err}");
         assert!(parse_private_key("00").is_err());
-        assert!(parse_private_key(&"0".repeat(64)).is_err(), "zero is no key");
+        assert!(
+            parse_private_key(&"0".repeat(64)).is_err(),
+            "zero is no key"
+        );
         assert!(parse_private_key(&format!("0x{}\n", DEV_KEYS[1])).is_ok());
     }
 

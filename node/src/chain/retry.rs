@@ -41,7 +41,9 @@ impl RetryPolicy {
 
     /// The wait after failed try number `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.first_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alloy::eips::eip2718::Encodable2718;
 use alloy::eips::BlockId;
+use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider};
@@ -516,12 +516,8 @@ mod tests {
             sent_at: 5,
         };
         db.put(PENDING_TXS, &pending_key(a, 3), &p).unwrap();
-        db.put(
-            PENDING_TXS,
-            &pending_key(Address::repeat_byte(8), 1),
-            &p,
-        )
-        .unwrap();
+        db.put(PENDING_TXS, &pending_key(Address::repeat_byte(8), 1), &p)
+            .unwrap();
         let mine = pending_transactions(&db, a).unwrap();
         assert_eq!(mine, vec![p.clone()]);
         assert_eq!(mine[0].tx_hash(), B256::repeat_byte(7));

@@ -63,7 +63,7 @@ impl WatcherConfig {
 }
 
 enum Item {
-    Event(WatchedEvent),
+    Event(Box<WatchedEvent>),
     /// Every event up to and including this block has been sent.
     Scanned(u64),
 }
@@ -181,7 +181,7 @@ impl Poller {
                         address: log.address(),
                     };
                     self.tx
-                        .send(Item::Event(ev))
+                        .send(Item::Event(Box::new(ev)))
                         .await
                         .map_err(|_| PollError::Closed)?;
                 }
@@ -244,7 +244,7 @@ impl EventStream {
                 None => return Ok(None),
                 Some(Item::Event(ev)) => {
                     self.uncommitted = Some(ev.position.next());
-                    return Ok(Some(ev));
+                    return Ok(Some(*ev));
                 }
                 Some(Item::Scanned(block)) => self.scanned(block)?,
             }

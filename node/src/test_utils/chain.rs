@@ -239,10 +239,16 @@ impl Devnet {
     }
 
     /// A transaction sender for `signer`, recording pending transactions in `db` if given.
-    pub async fn sender(&self, signer: PrivateKeySigner, db: Option<Db>) -> Result<TxSender, Error> {
-        Ok(TxSender::spawn(self.provider.clone(), signer, db, Self::tx_config())
-            .await?
-            .0)
+    pub async fn sender(
+        &self,
+        signer: PrivateKeySigner,
+        db: Option<Db>,
+    ) -> Result<TxSender, Error> {
+        Ok(
+            TxSender::spawn(self.provider.clone(), signer, db, Self::tx_config())
+                .await?
+                .0,
+        )
     }
 
     /// A client signing as anvil account `index`.

@@ -2,6 +2,9 @@
 //! a real anvil, plus the sender's and watcher's restart guarantees, revert decoding, deploy
 //! safety, the committed artifacts, and the CLI.
 
+// Tests may unwrap (COMMON.md); clippy only exempts #[test] fns, not their helpers.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
@@ -123,7 +126,10 @@ async fn story_rent_train_and_infer_through_the_client() {
         gas.push(("listMachine", sent.gas_used()));
         machine_ids.push(sent.value);
     }
-    assert_eq!(machine_ids, vec![U256::from(1), U256::from(2), U256::from(3)]);
+    assert_eq!(
+        machine_ids,
+        vec![U256::from(1), U256::from(2), U256::from(3)]
+    );
     let listed = reader.machines().await.unwrap();
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|(_, m)| m.listed));
@@ -138,8 +144,14 @@ async fn story_rent_train_and_infer_through_the_client() {
     assert_eq!(cluster_id, U256::from(1));
     assert_eq!(rental_ids.len(), 3);
     let escrow = price * U256::from(2 * 3);
-    assert_eq!(reader.balance(addr(&renter)).await.unwrap(), renter_before - escrow);
-    assert_eq!(reader.balance(dep.compute_marketplace).await.unwrap(), escrow);
+    assert_eq!(
+        reader.balance(addr(&renter)).await.unwrap(),
+        renter_before - escrow
+    );
+    assert_eq!(
+        reader.balance(dep.compute_marketplace).await.unwrap(),
+        escrow
+    );
     let members = reader.cluster_members(cluster_id).await.unwrap();
     assert!(members.iter().all(|m| m.active));
     assert_eq!(members[2].peerId, specs(3).peerId);
@@ -163,7 +175,11 @@ async fn story_rent_train_and_infer_through_the_client() {
     let now = block_time(&reader, sent.receipt.block_number).await;
     let expected = price * U256::from(now - rental.start) / U256::from(3600);
     assert_eq!(sent.value, expected);
-    assert!(sent.value >= duck("18"), "at least half an hour: {}", sent.value);
+    assert!(
+        sent.value >= duck("18"),
+        "at least half an hour: {}",
+        sent.value
+    );
     assert_eq!(
         reader.balance(addr(&providers[0])).await.unwrap(),
         p1_before + expected
@@ -184,14 +200,20 @@ async fn story_rent_train_and_infer_through_the_client() {
     let rental4 = reader.rental(r4).await.unwrap();
     let used = price * U256::from(rental4.endedAt - rental4.start) / U256::from(3600);
     assert_eq!(ended.value, price - used);
-    assert_eq!(reader.balance(addr(&renter)).await.unwrap(), before + ended.value);
+    assert_eq!(
+        reader.balance(addr(&renter)).await.unwrap(),
+        before + ended.value
+    );
     assert!(!reader.is_rental_active(r4).await.unwrap());
     assert_eq!(providers[0].withdraw(r4).await.unwrap().value, used);
 
     // 4. The requester creates a training job and deposits its pool.
     let deadline = reader.block_timestamp().await.unwrap() + 7 * 86_400;
     let requester_before = reader.balance(addr(&renter)).await.unwrap();
-    let sent = renter.create_training_job(job_spec(deadline)).await.unwrap();
+    let sent = renter
+        .create_training_job(job_spec(deadline))
+        .await
+        .unwrap();
     gas.push(("createTrainingJob", sent.gas_used()));
     let job_id = sent.value;
     assert_eq!(
@@ -216,11 +238,16 @@ async fn story_rent_train_and_infer_through_the_client() {
     gas.push(("claimTerm", sent.gas_used()));
     assert_eq!(sent.value, 1);
     let term = reader.current_term(job_id).await.unwrap();
-    assert_eq!((term.term, term.holder, term.live), (1, addr(&coord_a), true));
+    assert_eq!(
+        (term.term, term.holder, term.live),
+        (1, addr(&coord_a), true)
+    );
 
     // 6. A attests a contributor's update; the contributor submits it and is paid.
     let domain = reader.attestation_domain();
-    let update1 = B256::from(quackmesh::hash::Hash32::of(b"update from contributor, round 1"));
+    let update1 = B256::from(quackmesh::hash::Hash32::of(
+        b"update from contributor, round 1",
+    ));
     let att = Attestation::new(job_id, 1, update1, addr(&contributor), 8_100, 1);
     assert_eq!(
         reader.attestation_digest(&att).await.unwrap(),
@@ -231,7 +258,15 @@ async fn story_rent_train_and_infer_through_the_client() {
     assert!(att.verify(&domain, &sig, addr(&coord_a)));
     assert!(
         reader
-            .verify_proof(job_id, 1, update1, addr(&contributor), 8_100, 1, sig.clone())
+            .verify_proof(
+                job_id,
+                1,
+                update1,
+                addr(&contributor),
+                8_100,
+                1,
+                sig.clone()
+            )
             .await
             .unwrap()
     );
@@ -279,7 +314,9 @@ async fn story_rent_train_and_infer_through_the_client() {
 
     // 8. A goes silent; after the lease runs out B claims term 2 and A is fenced off.
     let b = coord_b;
-    b.register_coordinator(specs(6).peerId.to_vec()).await.unwrap();
+    b.register_coordinator(specs(6).peerId.to_vec())
+        .await
+        .unwrap();
     let err = b.claim_term(job_id).await.unwrap_err();
     assert!(
         err.decode_revert::<TrainingPool::TrainingPoolLeaseActive>()
@@ -342,7 +379,10 @@ async fn story_rent_train_and_infer_through_the_client() {
     let before = reader.balance(addr(&renter)).await.unwrap();
     let sent = renter.finish_job(job_id).await.unwrap();
     assert_eq!(sent.value, duck("980"));
-    assert_eq!(reader.balance(addr(&renter)).await.unwrap(), before + duck("980"));
+    assert_eq!(
+        reader.balance(addr(&renter)).await.unwrap(),
+        before + duck("980")
+    );
 
     // 11. A, replaced, takes its stake back.
     let a_before = reader.balance(addr(&coord_a)).await.unwrap();
@@ -371,7 +411,10 @@ async fn story_rent_train_and_infer_through_the_client() {
         .await
         .unwrap()
         .value;
-    assert_eq!(reader.balance(addr(&renter)).await.unwrap(), before - duck("100"));
+    assert_eq!(
+        reader.balance(addr(&renter)).await.unwrap(),
+        before - duck("100")
+    );
     let outsider = contributor
         .post_result(inf, 0, keccak256("forged"), 1_000)
         .await
@@ -402,9 +445,18 @@ async fn story_rent_train_and_infer_through_the_client() {
         duck("2.5")
     );
     let before = reader.balance(addr(&renter)).await.unwrap();
-    assert_eq!(renter.finish_inference_job(inf).await.unwrap().value, duck("96"));
-    assert_eq!(reader.balance(addr(&renter)).await.unwrap(), before + duck("96"));
-    assert_eq!(reader.balance(dep.inference_pool).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        renter.finish_inference_job(inf).await.unwrap().value,
+        duck("96")
+    );
+    assert_eq!(
+        reader.balance(addr(&renter)).await.unwrap(),
+        before + duck("96")
+    );
+    assert_eq!(
+        reader.balance(dep.inference_pool).await.unwrap(),
+        U256::ZERO
+    );
     assert_eq!(
         reader.balance(dep.training_pool).await.unwrap(),
         dep.min_stake,
@@ -504,7 +556,11 @@ async fn watcher_resumes_from_its_stored_cursor_after_a_restart() {
         let (mut stream, _poller) = reader.watch(db.clone(), watcher_config("w", from)).unwrap();
         let mut got = Vec::new();
         for _ in 0..3 {
-            let ev = stream.next_timeout(Duration::from_secs(5)).await.unwrap().unwrap();
+            let ev = stream
+                .next_timeout(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .unwrap();
             got.push(listed(&ev.event));
         }
         assert_eq!(got, vec![3, 4, 5], "no event missed, none replayed");
@@ -671,7 +727,10 @@ async fn tx_sender_clears_records_already_mined_and_orders_concurrent_sends() {
     let reader = devnet.reader().await.unwrap();
     let before = reader.balance(to).await.unwrap();
 
-    let client = devnet.client_for(signer.clone(), Some(db.clone())).await.unwrap();
+    let client = devnet
+        .client_for(signer.clone(), Some(db.clone()))
+        .await
+        .unwrap();
     // Twenty transfers at once through clones of one client: nonces never collide.
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -712,8 +771,13 @@ async fn reverts_are_decoded_before_sending_and_cost_no_nonce() {
     let nonce = devnet.provider().get_transaction_count(me).await.unwrap();
     let err = client.unlist_machine(U256::from(42)).await.unwrap_err();
     match &err {
-        Error::Reverted { reason, tx_hash, .. } => {
-            assert!(reason.contains("ComputeMarketplaceUnknownMachine"), "{reason}");
+        Error::Reverted {
+            reason, tx_hash, ..
+        } => {
+            assert!(
+                reason.contains("ComputeMarketplaceUnknownMachine"),
+                "{reason}"
+            );
             assert!(tx_hash.is_none(), "refused at estimation, nothing sent");
         }
         other => panic!("expected a revert, got {other}"),
@@ -741,7 +805,10 @@ async fn reverts_are_decoded_before_sending_and_cost_no_nonce() {
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("ERC20InsufficientAllowance"), "{err}");
+    assert!(
+        err.to_string().contains("ERC20InsufficientAllowance"),
+        "{err}"
+    );
     // Nothing was sent, so the nonce is unchanged and the next transaction goes through.
     assert_eq!(
         devnet.provider().get_transaction_count(me).await.unwrap(),
@@ -771,7 +838,14 @@ async fn deploy_refuses_a_chain_id_other_than_the_networks() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, Error::ChainIdMismatch { expected: 202105, actual: 31337, .. }),
+        matches!(
+            err,
+            Error::ChainIdMismatch {
+                expected: 202105,
+                actual: 31337,
+                ..
+            }
+        ),
         "{err}"
     );
     // The devnet network deploys, and an existing token is used as is (mainnet's path).
@@ -823,4 +897,132 @@ fn dev_keys_are_anvils_accounts() {
             .collect();
         assert_eq!(accounts, ours);
     });
+}
+
+/// Runs the `quackmesh` binary in `dir` with a clean environment; returns (ok, stdout, stderr).
+fn quackmesh(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quackmesh"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("QUACKMESH_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploys_and_reads_a_devnet() {
+    let devnet = Devnet::start_bare().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let url = devnet.rpc_url().to_owned();
+    let dep = path.join("devnet.json");
+    let dep_s = dep.to_str().unwrap().to_owned();
+    let run = move |args: Vec<String>| {
+        let path = path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                quackmesh(&path, &refs)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let net = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(
+            [
+                "--network",
+                "devnet",
+                "--rpc-url",
+                &url,
+                "--deployment",
+                &dep_s,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        );
+        v
+    };
+
+    let (ok, help, _) = run(vec!["--help".into()]).await;
+    assert!(ok && help.contains("chain") && help.contains("wallet") && help.contains("market"));
+
+    let (ok, out, err) = run(net(&[
+        "chain",
+        "deploy",
+        "--fund-dev-accounts",
+        "5000",
+        "--json",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let json_start = out.find('{').unwrap();
+    let deployment: quackmesh::chain::Deployment =
+        serde_json::from_str(&out[json_start..]).unwrap();
+    assert_eq!(deployment.chain_id, 31337);
+    assert_eq!(
+        quackmesh::chain::Deployment::load(&dep).unwrap(),
+        deployment
+    );
+
+    let (ok, _, err) = run(net(&["chain", "deploy"])).await;
+    assert!(!ok && err.contains("--force"), "{err}");
+
+    let (ok, out, err) = run(net(&["chain", "info"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&deployment.training_pool.to_string()), "{out}");
+
+    let (ok, out, err) = run(net(&["wallet", "balance", "--dev-account", "3"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("DUCK     5000\n"), "{out}");
+    let (ok, _, err) = run(net(&["wallet", "faucet", "250", "--dev-account", "3"])).await;
+    assert!(ok, "{err}");
+    let (_, out, _) = run(net(&["wallet", "balance", "--dev-account", "3"])).await;
+    assert!(out.contains("DUCK     5250\n"), "{out}");
+    let (ok, _, err) = run(net(&["wallet", "faucet", "20000", "--dev-account", "3"])).await;
+    assert!(
+        !ok && err.contains("DuckTokenFaucetAccountCapExceeded"),
+        "{err}"
+    );
+
+    // A machine listed through the library shows up in `market list`.
+    let cfg = quackmesh::chain::Config::devnet(&url, dep.clone()).unwrap();
+    let provider = Client::connect(&cfg, Some(Devnet::signer(2)), None)
+        .await
+        .unwrap();
+    let peer = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let mut s = specs(1);
+    s.peerId = peer.to_bytes().into();
+    provider.list_machine(s, duck("2.5")).await.unwrap();
+    let (ok, out, err) = run(net(&["market", "list", "--json"])).await;
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["price_per_hour_duck"], "2.5");
+    assert_eq!(list[0]["peer_id"], peer.to_string());
+    assert_eq!(list[0]["rented"], false);
+    let (ok, out, _) = run(net(&["market", "list"])).await;
+    assert!(ok && out.contains("available"), "{out}");
+
+    // The wrong network for this endpoint is refused.
+    let (ok, _, err) = run(vec![
+        "chain".into(),
+        "info".into(),
+        "--network".into(),
+        "duckchain-testnet".into(),
+        "--rpc-url".into(),
+        url.clone(),
+        "--deployment".into(),
+        dep_s.clone(),
+    ])
+    .await;
+    assert!(!ok && err.contains("chain id 202105"), "{err}");
 }
