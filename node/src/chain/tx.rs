@@ -194,6 +194,12 @@ struct Owner {
     next_nonce: u64,
 }
 
+/// How a transaction is priced.
+enum Fees {
+    Eip1559 { max_fee: u128, priority: u128 },
+    Legacy(u128),
+}
+
 /// What broadcasting concluded about a signed transaction.
 enum Broadcast {
     Sent,
@@ -244,11 +250,19 @@ impl Owner {
                 .with_chain_id(self.chain_id)
                 .with_nonce(self.next_nonce);
             let retry = self.config.retry;
-            let estimate = retry
-                .run(label, || self.provider.estimate_gas(req.clone()))
-                .await?;
-            req.set_gas_limit(estimate.saturating_mul(100 + self.config.gas_margin_pct) / 100);
-            self.price(&mut req, label).await?;
+            // Gas and fees are independent: ask for both at once.
+            let (estimate, fees) = tokio::join!(
+                retry.run(label, || self.provider.estimate_gas(req.clone())),
+                self.fees(label)
+            );
+            req.set_gas_limit(estimate?.saturating_mul(100 + self.config.gas_margin_pct) / 100);
+            match fees? {
+                Fees::Eip1559 { max_fee, priority } => {
+                    req.set_max_fee_per_gas(max_fee);
+                    req.set_max_priority_fee_per_gas(priority);
+                }
+                Fees::Legacy(price) => req.set_gas_price(price),
+            }
             let envelope = req
                 .clone()
                 .build(&self.wallet)
@@ -300,22 +314,21 @@ impl Owner {
         Err(Error::Stopped("transaction sender"))
     }
 
-    async fn price(&self, req: &mut TransactionRequest, label: &str) -> Result<(), Error> {
+    async fn fees(&self, label: &str) -> Result<Fees, Error> {
         match self.provider.estimate_eip1559_fees().await {
-            Ok(fees) => {
-                req.set_max_fee_per_gas(fees.max_fee_per_gas);
-                req.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-            }
+            Ok(fees) => Ok(Fees::Eip1559 {
+                max_fee: fees.max_fee_per_gas,
+                priority: fees.max_priority_fee_per_gas,
+            }),
             Err(e) => {
                 tracing::debug!(target: "chain::tx", %label, error = %e, "no eip-1559 fees, using gas price");
                 let retry = self.config.retry;
                 let price = retry
                     .run("eth_gasPrice", || self.provider.get_gas_price())
                     .await?;
-                req.set_gas_price(price);
+                Ok(Fees::Legacy(price))
             }
         }
-        Ok(())
     }
 
     async fn broadcast(&self, label: &str, raw: &[u8]) -> Broadcast {
@@ -432,6 +445,9 @@ impl Waiter {
         request: Option<&TransactionRequest>,
     ) -> Result<TransactionReceipt, Error> {
         let started = Instant::now();
+        // Most receipts exist within milliseconds on a devnet and within a block elsewhere:
+        // poll fast at first, then back off to the configured interval.
+        let mut delay = Duration::from_millis(1);
         let receipt = loop {
             match self.provider.get_transaction_receipt(hash).await {
                 Ok(Some(r)) => break r,
@@ -450,7 +466,8 @@ impl Waiter {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(self.config.poll_interval).await;
+            tokio::time::sleep(delay.min(self.config.poll_interval)).await;
+            delay = delay.saturating_mul(2);
         };
         if let Some(db) = &self.db {
             db.remove(PENDING_TXS, &self.key)?;

@@ -102,6 +102,7 @@ impl Watcher {
                 key,
                 committed: start,
                 uncommitted: None,
+                pending_scan: None,
                 last_scanned_persist: Instant::now(),
             },
             handle,
@@ -222,6 +223,7 @@ pub struct EventStream {
     key: Vec<u8>,
     committed: LogPosition,
     uncommitted: Option<LogPosition>,
+    pending_scan: Option<u64>,
     last_scanned_persist: Instant,
 }
 
@@ -239,6 +241,9 @@ impl EventStream {
     /// processed (the stored cursor moves past it). `Ok(None)` once the poller has stopped.
     pub async fn next(&mut self) -> Result<Option<WatchedEvent>, Error> {
         self.commit()?;
+        if let Some(block) = self.pending_scan.take() {
+            self.scanned(block)?;
+        }
         loop {
             match self.rx.recv().await {
                 None => return Ok(None),
@@ -249,6 +254,31 @@ impl EventStream {
                 Some(Item::Scanned(block)) => self.scanned(block)?,
             }
         }
+    }
+
+    /// Up to `max` events at once: waits for the first, then takes what is already buffered.
+    /// Calling it marks the previous batch as processed with a single store write, which is
+    /// what a consumer that keeps up with a busy chain wants. Empty once the poller stopped.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<WatchedEvent>, Error> {
+        let mut batch = Vec::new();
+        let Some(first) = self.next().await? else {
+            return Ok(batch);
+        };
+        batch.push(first);
+        while batch.len() < max.max(1) {
+            match self.rx.try_recv() {
+                Ok(Item::Event(ev)) => {
+                    self.uncommitted = Some(ev.position.next());
+                    batch.push(*ev);
+                }
+                Ok(Item::Scanned(block)) => {
+                    // Keep it for after the batch is processed: only the position matters.
+                    self.pending_scan = Some(block);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
     }
 
     /// Like [`EventStream::next`] but gives up after `timeout` (`Ok(None)` then too).

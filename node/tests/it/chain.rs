@@ -1026,3 +1026,35 @@ async fn cli_deploys_and_reads_a_devnet() {
     .await;
     assert!(!ok && err.contains("chain id 202105"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_batches_resume_after_the_last_processed_batch() {
+    let devnet = Devnet::start().await.unwrap();
+    let provider = devnet.client(1).await.unwrap();
+    let reader = devnet.reader().await.unwrap();
+    let from = devnet.deployment().deploy_block;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_dir(dir.path()).unwrap();
+    for i in 1..=6 {
+        provider.list_machine(specs(i), duck("1")).await.unwrap();
+    }
+    let (mut stream, _poller) = reader.watch(db.clone(), watcher_config("b", from)).unwrap();
+    let mut seen = 0;
+    while seen < 6 {
+        let batch = stream.next_batch(4).await.unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 4);
+        seen += batch.len();
+    }
+    assert_eq!(seen, 6);
+    stream.commit().unwrap();
+    drop(stream);
+    let (mut stream, _poller) = reader.watch(db, watcher_config("b", from)).unwrap();
+    assert!(
+        stream
+            .next_timeout(Duration::from_millis(400))
+            .await
+            .unwrap()
+            .is_none(),
+        "a committed batch is not replayed"
+    );
+}
