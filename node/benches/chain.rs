@@ -23,15 +23,14 @@ use quackmesh::chain::{ChainEvent, WatcherConfig};
 use quackmesh::store::Db;
 use quackmesh::test_utils::chain::Devnet;
 
-const TXS: usize = 100;
 const IN_FLIGHT: usize = 32;
-
-fn per_tx(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0 / TXS as f64
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a quick smoke test.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (txs, n_events, devnet_starts) = if full { (100, 200, 3) } else { (4, 5, 1) };
+    let per_tx = |d: Duration| d.as_secs_f64() * 1000.0 / txs as f64;
     let devnet = Devnet::start().await.unwrap();
     let dep = devnet.deployment().clone();
     let to = Devnet::signer(9).address();
@@ -52,7 +51,7 @@ async fn main() {
         .connect_http(url);
     stock.client().set_poll_interval(Duration::from_millis(10));
     let t = Instant::now();
-    for _ in 0..TXS {
+    for _ in 0..txs {
         let receipt = stock
             .send_transaction(transfer.clone())
             .await
@@ -67,7 +66,7 @@ async fn main() {
     let plain = devnet.client(2).await.unwrap();
     let sender = plain.sender().unwrap().clone();
     let t = Instant::now();
-    for _ in 0..TXS {
+    for _ in 0..txs {
         sender.send("transfer", transfer.clone()).await.unwrap();
     }
     let ours = t.elapsed();
@@ -80,15 +79,15 @@ async fn main() {
         .unwrap();
     let sender = durable.sender().unwrap().clone();
     let t = Instant::now();
-    for _ in 0..TXS {
+    for _ in 0..txs {
         sender.send("transfer", transfer.clone()).await.unwrap();
     }
     let ours_durable = t.elapsed();
 
     let t = Instant::now();
     let mut batch = Vec::new();
-    for chunk in 0..TXS / IN_FLIGHT + 1 {
-        let n = IN_FLIGHT.min(TXS - chunk * IN_FLIGHT);
+    for chunk in 0..txs / IN_FLIGHT + 1 {
+        let n = IN_FLIGHT.min(txs - chunk * IN_FLIGHT);
         for _ in 0..n {
             let s = sender.clone();
             let req = transfer.clone();
@@ -100,7 +99,7 @@ async fn main() {
     }
     let ours_parallel = t.elapsed();
 
-    println!("transactions ({TXS} DUCK transfers, anvil automine, receipts awaited)");
+    println!("transactions ({txs} DUCK transfers, anvil automine, receipts awaited)");
     println!(
         "  alloy fillers + get_receipt (baseline) {:7.2} ms/tx  1.00x",
         per_tx(baseline)
@@ -117,7 +116,7 @@ async fn main() {
         );
     }
 
-    // Events: the 300 transfers above emitted no events of interest; list 200 machines.
+    // Events: the transfers above emitted no events of interest; list 200 machines.
     let provider_client = devnet.client(4).await.unwrap();
     let specs = quackmesh::chain::client::MachineSpecs {
         cpuCores: 4,
@@ -127,7 +126,6 @@ async fn main() {
         peerId: vec![1u8; 38].into(),
         multiaddr: "/ip4/127.0.0.1/tcp/4001".into(),
     };
-    let n_events = 200;
     for _ in 0..n_events {
         provider_client
             .list_machine(specs.clone(), parse_duck("1").unwrap())
@@ -221,7 +219,7 @@ async fn main() {
 
     drop(devnet);
     let mut starts = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..devnet_starts {
         let t = Instant::now();
         let d = Devnet::start().await.unwrap();
         starts.push(t.elapsed());
@@ -238,7 +236,7 @@ async fn main() {
     );
     println!(
         "  Devnet::start (deploy 4 + fund 10), median {:7.1} ms  {:.2}x",
-        starts[1].as_secs_f64() * 1000.0,
-        starts[1].as_secs_f64() / bare.as_secs_f64()
+        starts[devnet_starts / 2].as_secs_f64() * 1000.0,
+        starts[devnet_starts / 2].as_secs_f64() / bare.as_secs_f64()
     );
 }
