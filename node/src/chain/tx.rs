@@ -446,8 +446,8 @@ impl Waiter {
     ) -> Result<TransactionReceipt, Error> {
         let started = Instant::now();
         // Most receipts exist within milliseconds on a devnet and within a block elsewhere:
-        // poll fast at first, then back off to the configured interval.
-        let mut delay = Duration::from_millis(1);
+        // poll every millisecond a few times, then back off to the configured interval.
+        let mut polls: u32 = 0;
         let receipt = loop {
             match self.provider.get_transaction_receipt(hash).await {
                 Ok(Some(r)) => break r,
@@ -466,8 +466,9 @@ impl Waiter {
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(delay.min(self.config.poll_interval)).await;
-            delay = delay.saturating_mul(2);
+            let backoff = Duration::from_millis(1u64 << polls.saturating_sub(5).min(16));
+            tokio::time::sleep(backoff.min(self.config.poll_interval)).await;
+            polls += 1;
         };
         if let Some(db) = &self.db {
             db.remove(PENDING_TXS, &self.key)?;
