@@ -8,11 +8,14 @@
 //!
 //! - [`cbor`], [`hash`]: the wire encoding (size-capped CBOR) and 32-byte content hashes.
 //! - [`store`]: the node's durable state (redb), typed trees per kind of record.
+//! - [`chain`]: the contracts on DuckChain (alloy bindings), one transaction sender, one event
+//!   watcher, EIP-712 update attestations, network settings and deployments.
 //!
 //! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
 //! can be unit-tested; the mesh and chain layers feed it events.
 
 pub mod cbor;
+pub mod chain;
 pub mod hash;
 pub mod roles;
 pub mod store;

@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod chain;
+
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in
 /// $DUCK on DuckChain.
 #[derive(Debug, Parser)]
@@ -18,4 +20,14 @@ pub(crate) struct Cli {
 
 /// Top-level subcommands; each area adds its own.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {}
+pub(crate) enum Command {
+    /// On-chain contracts: deploy them (`chain deploy`), show a deployment (`chain info`).
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
+    /// The node's Ethereum account: address, $DUCK balance, faucet, encrypted keystore.
+    #[command(subcommand)]
+    Wallet(chain::WalletCommand),
+    /// The compute marketplace: machines for rent.
+    #[command(subcommand)]
+    Market(chain::MarketCommand),
+}

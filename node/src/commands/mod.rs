@@ -2,6 +2,12 @@
 
 use crate::cli::Command;
 
+mod chain;
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Chain(cmd) => chain::run_chain(cmd).await,
+        Command::Wallet(cmd) => chain::run_wallet(cmd).await,
+        Command::Market(cmd) => chain::run_market(cmd).await,
+    }
 }
