@@ -8,12 +8,14 @@
 //!
 //! - [`cbor`], [`hash`]: the wire encoding (size-capped CBOR) and 32-byte content hashes.
 //! - [`store`]: the node's durable state (redb), typed trees per kind of record.
+//! - [`learn`]: the candle learning engine: MNIST data, models, training, aggregation.
 //!
 //! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
 //! can be unit-tested; the mesh and chain layers feed it events.
 
 pub mod cbor;
 pub mod hash;
+pub mod learn;
 pub mod store;
 
 #[cfg(any(test, feature = "test-utils"))]
