@@ -9,6 +9,7 @@
 //!   (1M parameters x 100 updates = 400 MB), so use them for small cohorts.
 //! - Norm clipping (`clip_norm`): each update's delta (update - global) is scaled down to at
 //!   most that L2 norm before it counts, bounding any single contributor's pull.
+//! - FedAvg of identical models returns that model bit for bit (sums of exact f64 products).
 //! - Server optimizers ([`ServerOptimizer`]): the aggregated delta is treated as a
 //!   pseudo-gradient for server momentum (FedAvgM) or FedAdam, with state kept across rounds
 //!   in a [`ServerState`].
@@ -170,11 +171,11 @@ impl AggregationConfig {
                     sum: vec![0.0; global.num_params()],
                 },
                 Aggregator::Median => State::Robust {
-                    deltas: Vec::new(),
+                    updates: Vec::new(),
                     trim: None,
                 },
                 Aggregator::TrimmedMean { trim_fraction } => State::Robust {
-                    deltas: Vec::new(),
+                    updates: Vec::new(),
                     trim: Some(trim_fraction),
                 },
             },
@@ -205,11 +206,11 @@ pub struct Aggregated {
 }
 
 enum State {
-    /// Sum of `samples * delta` in f64 (FedAvg).
+    /// Sum of `samples * update` in f64 (FedAvg).
     Mean { sum: Vec<f64> },
-    /// Every delta, for median / trimmed mean.
+    /// Every (clipped) update, for median / trimmed mean.
     Robust {
-        deltas: Vec<Vec<f32>>,
+        updates: Vec<Vec<f32>>,
         trim: Option<f32>,
     },
 }
@@ -248,17 +249,19 @@ impl Accumulator {
             }
             None => 1.0,
         };
+        if matches!(self.state, State::Mean { .. }) && samples == 0 {
+            return Err(AggregateError::ZeroSamples);
+        }
+        // An unclipped update is used as is (not as global + delta) so that averaging identical
+        // models returns them bit for bit.
+        let clipped: Option<Vec<f32>> = (scale < 1.0).then(|| {
+            let s = scale as f32;
+            u.iter().zip(g).map(|(&u, &g)| g + (u - g) * s).collect()
+        });
+        let u = clipped.as_deref().unwrap_or(u);
         match &mut self.state {
-            State::Mean { sum } => {
-                if samples == 0 {
-                    return Err(AggregateError::ZeroSamples);
-                }
-                add_scaled_delta(sum, u, g, samples as f64 * scale);
-            }
-            State::Robust { deltas, .. } => {
-                let s = scale as f32;
-                deltas.push(u.iter().zip(g).map(|(&u, &g)| (u - g) * s).collect());
-            }
+            State::Mean { sum } => add_scaled(sum, u, samples as f64),
+            State::Robust { updates, .. } => updates.push(u.to_vec()),
         }
         self.count += 1;
         self.clipped += usize::from(scale < 1.0);
@@ -282,21 +285,29 @@ impl Accumulator {
         if self.count == 0 {
             return Err(AggregateError::NoUpdates);
         }
-        let delta: Vec<f32> = match self.state {
+        let combined: Vec<f32> = match self.state {
             State::Mean { sum } => {
                 let total = self.total_samples as f64;
                 sum.iter().map(|&s| (s / total) as f32).collect()
             }
-            State::Robust { deltas, trim } => robust(&deltas, trim),
+            State::Robust { updates, trim } => robust(&updates, trim),
         };
         let g = self.global.flat();
+        // The server optimizers step along the pseudo-gradient delta = combined - global.
+        let delta = || {
+            combined
+                .iter()
+                .zip(g)
+                .map(|(c, g)| c - g)
+                .collect::<Vec<f32>>()
+        };
         let new: Vec<f32> = match self.server {
-            ServerOptimizer::None => g.iter().zip(&delta).map(|(g, d)| g + d).collect(),
+            ServerOptimizer::None => combined.clone(),
             ServerOptimizer::Momentum { lr, momentum } => {
                 reset_if_stale(&mut server_state.m, g.len());
                 let m = &mut server_state.m;
                 g.iter()
-                    .zip(&delta)
+                    .zip(&delta())
                     .zip(m.iter_mut())
                     .map(|((g, d), m)| {
                         *m = momentum * *m + d;
@@ -314,7 +325,7 @@ impl Accumulator {
                 reset_if_stale(&mut server_state.v, g.len());
                 let ServerState { m, v } = server_state;
                 g.iter()
-                    .zip(&delta)
+                    .zip(&delta())
                     .zip(m.iter_mut().zip(v.iter_mut()))
                     .map(|((g, d), (m, v))| {
                         *m = beta1 * *m + (1.0 - beta1) * d;
@@ -340,40 +351,39 @@ fn reset_if_stale(buf: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// `sum += w * (u - g)`, in f64. Written as a plain indexed loop over equal-length chunks so
-/// that it vectorises (FACTS: ~4x faster than candle's `stack` for this).
-fn add_scaled_delta(sum: &mut [f64], u: &[f32], g: &[f32], w: f64) {
+/// `sum += w * u`, in f64. A plain loop over equal-length chunks so that it vectorises
+/// (FACTS: ~4x faster than candle's `stack` for this). With integer sample counts below 2^29,
+/// every product is exact in f64, and so is the sum of identical values.
+fn add_scaled(sum: &mut [f64], u: &[f32], w: f64) {
     const LANES: usize = 8;
-    let n = sum.len().min(u.len()).min(g.len());
-    let (sum, u, g) = (&mut sum[..n], &u[..n], &g[..n]);
+    let n = sum.len().min(u.len());
+    let (sum, u) = (&mut sum[..n], &u[..n]);
     let mut s_chunks = sum.chunks_exact_mut(LANES);
     let mut u_chunks = u.chunks_exact(LANES);
-    let mut g_chunks = g.chunks_exact(LANES);
-    for ((s, u), g) in (&mut s_chunks).zip(&mut u_chunks).zip(&mut g_chunks) {
+    for (s, u) in (&mut s_chunks).zip(&mut u_chunks) {
         for i in 0..LANES {
-            s[i] += w * f64::from(u[i] - g[i]);
+            s[i] += w * f64::from(u[i]);
         }
     }
-    for ((s, u), g) in s_chunks
+    for (s, u) in s_chunks
         .into_remainder()
         .iter_mut()
         .zip(u_chunks.remainder())
-        .zip(g_chunks.remainder())
     {
-        *s += w * f64::from(u - g);
+        *s += w * f64::from(*u);
     }
 }
 
-/// Coordinate-wise median (`trim = None`) or trimmed mean of the deltas.
-fn robust(deltas: &[Vec<f32>], trim: Option<f32>) -> Vec<f32> {
-    let n = deltas.len();
-    let len = deltas.first().map_or(0, Vec::len);
+/// Coordinate-wise median (`trim = None`) or trimmed mean of the updates.
+fn robust(updates: &[Vec<f32>], trim: Option<f32>) -> Vec<f32> {
+    let n = updates.len();
+    let len = updates.first().map_or(0, Vec::len);
     let cut = trim.map(|t| ((t * n as f32).floor() as usize).min((n - 1) / 2));
     let mut column = Vec::with_capacity(n);
     (0..len)
         .map(|j| {
             column.clear();
-            column.extend(deltas.iter().map(|d| d[j]));
+            column.extend(updates.iter().map(|u| u[j]));
             // total_cmp: a NaN (which validation should have refused) sorts last, not panics.
             column.sort_unstable_by(f32::total_cmp);
             match cut {

@@ -26,7 +26,7 @@ pub use data::{Dataset, Scheme, Split};
 pub use eval::{EvalReport, evaluate};
 pub use model::{Model, ModelSpec};
 pub use optim::Optimizer;
-pub use train::{DpConfig, TrainConfig, TrainReport, train};
+pub use train::{DpConfig, LrSchedule, TrainConfig, TrainReport, train};
 pub use validate::{UpdateError, validate_update};
 pub use weights::Weights;
 

@@ -96,6 +96,11 @@ impl OptState {
         }
     }
 
+    /// Changes the learning rate (for schedules).
+    pub(crate) fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
     /// Starts a new step (Adam's bias correction counts steps).
     pub(crate) fn begin_step(&mut self) {
         self.step += 1;
