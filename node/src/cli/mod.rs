@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod learn;
+
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in
 /// $DUCK on DuckChain.
 #[derive(Debug, Parser)]
@@ -18,4 +20,11 @@ pub(crate) struct Cli {
 
 /// Top-level subcommands; each area adds its own.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {}
+pub(crate) enum Command {
+    /// Trains a model centrally on MNIST-format data, evaluates it and saves safetensors.
+    Train(learn::TrainArgs),
+    /// Evaluates saved weights (loss, accuracy) on MNIST-format data.
+    Eval(learn::EvalArgs),
+    /// Prepares datasets (partitioning for contributors).
+    Data(learn::DataArgs),
+}

@@ -2,6 +2,12 @@
 
 use crate::cli::Command;
 
+mod learn;
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Train(args) => learn::train(args).await,
+        Command::Eval(args) => learn::eval(args).await,
+        Command::Data(args) => learn::data(args).await,
+    }
 }

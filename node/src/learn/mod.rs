@@ -13,6 +13,7 @@
 //! the first CUDA GPU when one is present.
 
 pub mod aggregate;
+mod cnn_engine;
 pub mod data;
 pub mod eval;
 pub mod model;

@@ -247,10 +247,18 @@ impl Model for Cnn {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let b = xs.dim(0)?;
         let xs = xs.reshape((b, 1, IMAGE_SIDE, IMAGE_SIDE))?;
-        let xs = self.conv1.forward(&xs)?.relu()?.max_pool2d(2)?;
-        let xs = self.conv2.forward(&xs)?.relu()?.max_pool2d(2)?;
+        let xs = max_pool_2x2(&self.conv1.forward(&xs)?.relu()?)?;
+        let xs = max_pool_2x2(&self.conv2.forward(&xs)?.relu()?)?;
         self.fc.forward(&xs.flatten_from(1)?)
     }
+}
+
+/// 2x2 max pooling as a reshape and two max reductions. Same values as candle's `max_pool2d`,
+/// but its gradient is right: candle 0.11's `max_pool2d` backward multiplies the gradient by
+/// the window's share of maxima (1/4 for a unique maximum) where it should divide by it.
+fn max_pool_2x2(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = xs.dims4()?;
+    xs.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
 }
 
 #[cfg(test)]
@@ -297,6 +305,25 @@ mod tests {
             assert_eq!(model.forward(&xs).unwrap().dims(), &[3, NUM_CLASSES]);
         }
         assert_eq!(ModelSpec::cnn().num_params(), 416 + 12_832 + 5_130);
+    }
+
+    #[test]
+    fn max_pool_matches_candle_values_with_the_right_gradient() {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::from_vec((0..32).map(|v| v as f32).collect(), (1, 2, 4, 4), &dev)
+            .unwrap();
+        let ours = max_pool_2x2(x.as_tensor()).unwrap();
+        let theirs = x.as_tensor().max_pool2d(2).unwrap();
+        assert_eq!(
+            ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // d(sum of pooled)/dx is 1 at each window's maximum, 0 elsewhere.
+        let grads = ours.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+        let g = g.to_vec1::<f32>().unwrap();
+        assert_eq!(g.iter().sum::<f32>(), 8.0);
+        assert_eq!(g[5], 1.0); // max of the first window (values 0, 1, 4, 5)
     }
 
     #[test]
