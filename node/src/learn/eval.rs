@@ -48,9 +48,7 @@ pub fn evaluate_on(
     if !weights.same_layout(&Weights::zeros(spec)) {
         return Err(TrainError::WeightsMismatch { spec: *spec });
     }
-    let tensors = weights
-        .to_candle(device)
-        .map_err(|e| TrainError::InvalidConfig(e.to_string()))?;
+    let tensors = weights.to_candle(device)?;
     let model = spec.build(VarBuilder::from_tensors(tensors, DType::F32, device))?;
     let batcher = data.batcher();
     let (mut labels, mut correct, mut loss_sum) = (Vec::new(), 0usize, 0.0f64);

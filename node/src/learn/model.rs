@@ -105,7 +105,9 @@ impl ModelSpec {
 
     /// Side of the CNN's feature maps after both conv+pool stages (28 -> 24 -> 12 -> 8 -> 4).
     fn cnn_final_side() -> usize {
-        ((IMAGE_SIDE - KERNEL + 1) / 2 - KERNEL + 1) / 2
+        let conv1 = IMAGE_SIDE - KERNEL + 1;
+        let conv2 = conv1 / 2 - KERNEL + 1;
+        conv2 / 2
     }
 
     /// Every tensor's name and shape, sorted by name (the order of [`super::Weights`]).

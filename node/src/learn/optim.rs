@@ -50,9 +50,10 @@ impl Optimizer {
                 Some(format!("momentum {momentum} must be in [0, 1)"))
             }
             Optimizer::Adam { beta1, beta2, eps }
-                if !(0.0..1.0).contains(&beta1)
-                    || !(0.0..1.0).contains(&beta2)
-                    || !(eps > 0.0 && eps.is_finite()) =>
+                if !((0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && eps > 0.0
+                    && eps.is_finite()) =>
             {
                 Some(format!(
                     "adam betas ({beta1}, {beta2}) must be in [0, 1) and eps {eps} positive"
@@ -79,7 +80,7 @@ impl OptState {
     pub(crate) fn new(rule: Optimizer, lr: f32, prox_mu: f32, sizes: &[usize]) -> Self {
         let zeros = || sizes.iter().map(|&n| vec![0.0; n]).collect::<Vec<_>>();
         let m = match rule {
-            Optimizer::Sgd { momentum } if momentum == 0.0 => vec![Vec::new(); sizes.len()],
+            Optimizer::Sgd { momentum: 0.0 } => vec![Vec::new(); sizes.len()],
             _ => zeros(),
         };
         let v = match rule {
@@ -166,7 +167,7 @@ impl UpdateOp<'_> {
             None => g[i],
         };
         match self.rule {
-            Optimizer::Sgd { momentum } if momentum == 0.0 => {
+            Optimizer::Sgd { momentum: 0.0 } => {
                 if self.prox.is_none() {
                     // The hot path of plain SGD: a straight axpy the compiler vectorises.
                     for (p, g) in p.iter_mut().zip(g) {

@@ -63,6 +63,9 @@ pub enum TrainError {
     /// A candle operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The weights could not be turned into tensors.
+    #[error(transparent)]
+    Weights(#[from] super::weights::WeightsError),
 }
 
 /// Differential privacy for a contributor's update: the update (new - global) is clipped to

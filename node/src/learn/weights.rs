@@ -60,7 +60,7 @@ pub enum WeightsError {
         reason: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: std::path::PathBuf,

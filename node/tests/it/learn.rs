@@ -323,3 +323,82 @@ fn saved_model_loads_in_python_safetensors() {
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
     }
 }
+
+/// The CLI end to end: partition the subset, train on one part, evaluate the saved weights.
+#[test]
+fn cli_partition_train_eval() {
+    let bin = env!("CARGO_BIN_EXE_quackmesh");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = mnist_subset_dir();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .env("QUACKMESH_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "quackmesh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let parts = tmp.path().join("parts");
+    let out = run(&[
+        "data",
+        "partition",
+        "--data",
+        data.to_str().unwrap(),
+        "--parts",
+        "2",
+        "--scheme",
+        "dirichlet:100",
+        "--seed",
+        "1",
+        "--out",
+        parts.to_str().unwrap(),
+    ]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let model = tmp.path().join("m.safetensors");
+    let out = run(&[
+        "train",
+        "--data",
+        parts.join("part-0").to_str().unwrap(),
+        "--test",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--lr",
+        "0.1",
+        "--quiet",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.contains("test accuracy"), "{out}");
+    let out = run(&[
+        "eval",
+        "--weights",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let acc: f64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {out:?}"));
+    assert!(acc > 0.8, "accuracy {acc} after training on 5k images");
+    // Bad input fails with a clear error, not a panic.
+    let bad = Command::new(bin)
+        .args([
+            "eval",
+            "--weights",
+            data.join("t10k-labels-idx1-ubyte.gz").to_str().unwrap(),
+        ])
+        .args(["--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("safetensors"));
+}
