@@ -56,11 +56,14 @@ echo "building the candle benchmark (release)..." >&2
 cargo bench -p quackmesh --features test-utils --bench learn --no-run >&2
 for t in $threads; do
   echo "candle, $t thread(s)..." >&2
-  RAYON_NUM_THREADS=$t BENCH_QUICK=$quick \
+  RAYON_NUM_THREADS=$t BENCH_QUICK=$quick BENCH_ONLY=train,federated,eval \
     cargo bench -q -p quackmesh --features test-utils --bench learn 2>/dev/null >>"$out/candle.jsonl"
   echo "pytorch, $t thread(s)..." >&2
   OMP_NUM_THREADS=$t "$py" scripts/bench_learn_torch.py "$mnist" "$t" "$quick" >>"$out/torch.jsonl"
 done
+echo "candle fedavg..." >&2
+BENCH_ONLY=fedavg cargo bench -q -p quackmesh --features test-utils --bench learn 2>/dev/null \
+  >>"$out/candle.jsonl"
 echo "numpy fedavg..." >&2
 OMP_NUM_THREADS=1 "$py" scripts/bench_fedavg_numpy.py >"$out/numpy.jsonl"
 
@@ -94,10 +97,12 @@ for c in [r for r in candle if r["bench"] == "eval"]:
     t = find(torch, bench="eval", model=c["model"], threads=c["threads"])
     print(f"{c['model']:5} {c['threads']} thread(s): candle {c['samples_per_sec']:.0f}, "
           f"pytorch {t['samples_per_sec']:.0f}, ratio {c['samples_per_sec'] / t['samples_per_sec']:.2f}x")
-print("\n== FedAvg of N updates of 1M parameters (ratio = numpy time / candle time)")
+print("\n== FedAvg of N updates of 1M parameters (speedup = numpy time / candle time)")
+print("   candle adds updates one at a time (batch 1) or 10 per pass (batch 10); it sums on up")
+print("   to 2 threads once a batch holds >= 4M values; numpy is single-threaded here")
 for c in [r for r in candle if r["bench"] == "fedavg"]:
     n = find(numpy, bench="fedavg", updates=c["updates"])
-    print(f"{c['updates']:>3} updates, {c['threads']} thread(s): candle {c['secs']*1e3:.1f} ms, "
+    print(f"{c['updates']:>3} updates, batch {c['batch']:>2}: candle {c['secs']*1e3:.1f} ms, "
           f"peak +{c['peak_extra_bytes']/2**20:.1f} MiB | numpy stack+mean {n['secs']*1e3:.1f} ms "
           f"(weighted {n['weighted_secs']*1e3:.1f} ms), peak +{n['peak_extra_bytes']/2**20:.1f} MiB "
           f"| speedup {n['secs'] / c['secs']:.2f}x")

@@ -78,21 +78,16 @@ impl CnnEngine {
         })
     }
 
-    pub(crate) fn step(
-        &mut self,
-        images: Vec<f32>,
-        labels: &[u32],
-        opt: &mut OptState,
-        global: &Weights,
-    ) -> Result<f32, TrainError> {
-        let (b, c1, c2, dev) = (labels.len(), self.c1, self.c2, &self.device);
+    /// The forward pass, keeping what the backward pass needs.
+    fn forward(&self, images: &[f32], b: usize) -> candle_core::Result<Forward> {
+        let (c1, c2, dev) = (self.c1, self.c2, &self.device);
         let v = &self.views;
         // Weights as [out, in*25] matrices (PyTorch's [out, in, 5, 5] flattened).
         let w1 = v[CONV1_W].reshape((c1, K * K))?;
         let w2 = v[CONV2_W].reshape((c2, c1 * K * K))?;
 
         // conv1 + bias + ReLU, then pool.
-        let cols1 = Tensor::from_vec(im2col_single(&images, b), (b * S1 * S1, K * K), dev)?;
+        let cols1 = Tensor::from_vec(im2col_single(images, b), (b * S1 * S1, K * K), dev)?;
         let mut a1 = host(&cols1.matmul(&w1.t()?)?)?;
         bias_relu(&mut a1, &host(&v[CONV1_B])?);
         let (p1, arg1) = max_pool(&a1, b, S1, c1);
@@ -106,24 +101,52 @@ impl CnnEngine {
         // Flatten as PyTorch does (NCHW) and apply the linear layer.
         let feat = Tensor::from_vec(nhwc_to_nchw(&p2, b, P2, c2), (b, c2 * P2 * P2), dev)?;
         let logits = feat.matmul(&v[FC_W].t()?)?.broadcast_add(&v[FC_B])?;
-        let (loss, dlogits) = softmax_cross_entropy_grad(&logits, labels, dev)?;
+        Ok(Forward {
+            cols1,
+            a1,
+            arg1,
+            w2,
+            cols2,
+            a2,
+            arg2,
+            feat,
+            logits,
+        })
+    }
+
+    /// Logits of a batch of normalised images (evaluation: ~3x faster than candle's conv2d).
+    pub(crate) fn logits(&self, images: &[f32], b: usize) -> candle_core::Result<Tensor> {
+        Ok(self.forward(images, b)?.logits)
+    }
+
+    pub(crate) fn step(
+        &mut self,
+        images: Vec<f32>,
+        labels: &[u32],
+        opt: &mut OptState,
+        global: &Weights,
+    ) -> Result<f32, TrainError> {
+        let (b, c1, c2, dev) = (labels.len(), self.c1, self.c2, &self.device);
+        let f = self.forward(&images, b)?;
+        let v = &self.views;
+        let (loss, dlogits) = softmax_cross_entropy_grad(&f.logits, labels, dev)?;
 
         // Backward.
-        let dfc_w = dlogits.t()?.matmul(&feat)?;
+        let dfc_w = dlogits.t()?.matmul(&f.feat)?;
         let dfc_b = dlogits.sum(0)?;
         let dfeat = host(&dlogits.matmul(&v[FC_W])?)?;
-        let mut da2 = unpool(&nchw_to_nhwc(&dfeat, b, P2, c2), &arg2, b, S2, c2);
-        relu_mask(&mut da2, &a2);
+        let mut da2 = unpool(&nchw_to_nhwc(&dfeat, b, P2, c2), &f.arg2, b, S2, c2);
+        relu_mask(&mut da2, &f.a2);
         let db2 = column_sums(&da2, c2);
         let dz2 = Tensor::from_vec(da2, (b * S2 * S2, c2), dev)?;
-        let dw2 = dz2.t()?.matmul(&cols2)?.reshape((c2, c1, K, K))?;
-        let dcols2 = host(&dz2.matmul(&w2)?)?;
+        let dw2 = dz2.t()?.matmul(&f.cols2)?.reshape((c2, c1, K, K))?;
+        let dcols2 = host(&dz2.matmul(&f.w2)?)?;
         let dp1 = col2im_nhwc(&dcols2, b, P1, c1);
-        let mut da1 = unpool(&dp1, &arg1, b, S1, c1);
-        relu_mask(&mut da1, &a1);
+        let mut da1 = unpool(&dp1, &f.arg1, b, S1, c1);
+        relu_mask(&mut da1, &f.a1);
         let db1 = column_sums(&da1, c1);
         let dz1 = Tensor::from_vec(da1, (b * S1 * S1, c1), dev)?;
-        let dw1 = dz1.t()?.matmul(&cols1)?.reshape((c1, 1, K, K))?;
+        let dw1 = dz1.t()?.matmul(&f.cols1)?.reshape((c1, 1, K, K))?;
 
         let grads = [
             (CONV1_B, Tensor::from_vec(db1, c1, dev)?),
@@ -144,6 +167,19 @@ impl CnnEngine {
         }
         Ok(loss)
     }
+}
+
+/// What the forward pass keeps for the backward pass.
+struct Forward {
+    cols1: Tensor,
+    a1: Vec<f32>,
+    arg1: Vec<u8>,
+    w2: Tensor,
+    cols2: Tensor,
+    a2: Vec<f32>,
+    arg2: Vec<u8>,
+    feat: Tensor,
+    logits: Tensor,
 }
 
 /// Patches of one-channel 28x28 images: `[b * 24 * 24, 25]`, column `ky * 5 + kx`.
