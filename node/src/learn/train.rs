@@ -440,7 +440,7 @@ impl MlpEngine {
         let b = labels.len();
         let v = &self.views;
         let x = Tensor::from_vec(images, (b, IMAGE_PIXELS), &self.device)?;
-        let h = x.matmul(&v[FC1_W].t()?)?.broadcast_add(&v[FC1_B])?.relu()?;
+        let h = bias_relu(x.matmul(&v[FC1_W].t()?)?, &v[FC1_B])?;
         let z2 = h.matmul(&v[FC2_W].t()?)?.broadcast_add(&v[FC2_B])?;
         let (loss, dz2) = softmax_cross_entropy_grad(&z2, labels, &self.device)?;
         let dw2 = dz2.t()?.matmul(&h)?;
@@ -493,6 +493,54 @@ pub(crate) fn softmax_cross_entropy_grad(
     ))
 }
 
+/// `relu(z + bias)` for `z` `[rows, n]` and `bias` `[n]`: in place in one pass on the CPU
+/// (candle's broadcast add and ReLU would allocate twice and walk strided indices).
+fn bias_relu(z: Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    if matches!(z.device(), Device::Cpu) {
+        z.inplace_op2(bias, &BiasRelu)?;
+        Ok(z)
+    } else {
+        z.broadcast_add(bias)?.relu()
+    }
+}
+
+/// Adds a per-column bias and applies ReLU.
+struct BiasRelu;
+
+impl InplaceOp2 for BiasRelu {
+    fn name(&self) -> &'static str {
+        "quackmesh-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(z), CpuStorage::F32(b)) = (s1, s2) else {
+            return Err(candle_core::Error::Msg("bias relu expects f32".into()));
+        };
+        let (Some((z0, z1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            return Err(candle_core::Error::Msg(
+                "bias relu expects contiguous tensors".into(),
+            ));
+        };
+        let bias = &b[b0..b1];
+        if bias.is_empty() || (z1 - z0) % bias.len() != 0 {
+            return Err(candle_core::Error::Msg("bias relu: shape mismatch".into()));
+        }
+        for row in z[z0..z1].chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `dh * [h > 0]`: ReLU's backward pass, in place on the CPU.
 fn relu_backward(dh: Tensor, h: &Tensor) -> candle_core::Result<Tensor> {
     if matches!(dh.device(), Device::Cpu) {
@@ -528,9 +576,8 @@ impl InplaceOp2 for ReluMask {
             ));
         };
         for (g, &h) in g[g0..g1].iter_mut().zip(&h[h0..h1]) {
-            if h <= 0.0 {
-                *g = 0.0;
-            }
+            // Branch-free so that it vectorises.
+            *g = if h > 0.0 { *g } else { 0.0 };
         }
         Ok(())
     }
