@@ -83,6 +83,12 @@ fn selected(name: &str) -> bool {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench` (and unoptimised): do a
+    // seconds-long smoke run there instead of the benchmark, as criterion does.
+    if !std::env::args().any(|a| a == "--bench") {
+        smoke();
+        return;
+    }
     if selected("fedavg") && !selected("train") && !selected("federated") && !selected("eval") {
         fedavg(threads());
         return;
@@ -187,6 +193,29 @@ fn eval(test_set: &Dataset, threads: usize) {
             e.samples as f64 / secs
         );
     }
+}
+
+/// Every code path of the benchmark on tiny inputs.
+fn smoke() {
+    let (train_set, test_set) = load_subset();
+    let hidden = ProgressBar::hidden();
+    for spec in [ModelSpec::mlp(), ModelSpec::cnn()] {
+        let (w, _) = quackmesh::learn::train(
+            &spec,
+            &Weights::init(&spec, 0),
+            &train_set.take(256),
+            &TrainConfig::default(),
+            &hidden,
+        )
+        .expect("training failed");
+        evaluate(&spec, &w, &test_set.take(256)).expect("eval");
+    }
+    let global = Weights::init(&ModelSpec::mlp(), 1);
+    let mut acc = AggregationConfig::default().start(&global).expect("start");
+    acc.add_batch(&[(&global, 1), (&global, 2)]).expect("add");
+    let out = acc.finish(&mut ServerState::default()).expect("finish");
+    assert!(out.weights == global);
+    println!("learn bench smoke run ok (run it with `cargo bench` or scripts/bench-learn.sh)");
 }
 
 /// Streaming FedAvg of 100 updates of 1M parameters.
