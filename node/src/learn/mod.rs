@@ -11,6 +11,43 @@
 //!
 //! Everything runs on the CPU by default; built with the `cuda` feature, [`device()`] picks
 //! the first CUDA GPU when one is present.
+//!
+//! # A federated round in a few lines
+//!
+//! ```no_run
+//! use indicatif::ProgressBar;
+//! use quackmesh::learn::{
+//!     AggregationConfig, Dataset, ModelSpec, ServerState, Split, TrainConfig, Weights,
+//!     evaluate, train, validate_update,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = ModelSpec::mlp();
+//! let global = Weights::init(&spec, 42); // the job's initial model
+//! let data = Dataset::load_dir("data/mnist".as_ref(), Split::Train)?;
+//! let test = Dataset::load_dir("data/mnist".as_ref(), Split::Test)?;
+//!
+//! // Contributors: train locally (blocking, CPU-bound: run it in `spawn_blocking`).
+//! let cfg = TrainConfig::default(); // 1 epoch, batch 32, SGD lr 0.05
+//! let mut updates = Vec::new();
+//! for i in 0..2 {
+//!     let shard = data.shard(i, 2)?;
+//!     let (w, report) = train(&spec, &global, &shard, &cfg, &ProgressBar::hidden())?;
+//!     // On the wire: w.to_safetensors_bytes()?, and w.hash()? is its model hash.
+//!     updates.push((w, report.samples as u64));
+//! }
+//!
+//! // Coordinator: check each update, then aggregate them as they arrive.
+//! let mut acc = AggregationConfig::default().start(&global)?;
+//! for (w, samples) in &updates {
+//!     validate_update(&spec, &global, w, 100.0)?;
+//!     acc.add(w, *samples)?;
+//! }
+//! let next = acc.finish(&mut ServerState::default())?.weights;
+//! println!("accuracy {:.4}", evaluate(&spec, &next, &test)?.accuracy);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod aggregate;
 mod cnn_engine;

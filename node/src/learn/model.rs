@@ -16,8 +16,11 @@ use super::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
 pub const MODEL_VERSION: u32 = 1;
 /// Convolution kernel side of the CNN.
 const KERNEL: usize = 5;
-/// Largest layer width a spec may ask for (keeps a hostile job spec from allocating gigabytes).
-const MAX_WIDTH: usize = 4096;
+/// Largest MLP hidden layer a spec may ask for (keeps a hostile job spec from making every
+/// node allocate gigabytes).
+const MAX_HIDDEN: usize = 4096;
+/// Largest number of channels per CNN layer (conv2 holds conv1 * conv2 * 25 weights).
+const MAX_CHANNELS: usize = 256;
 
 /// Why a model could not be described or built.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +94,13 @@ impl ModelSpec {
                 found: self.version,
             });
         }
-        let widths: &[usize] = match &self.arch {
-            Arch::Mlp { hidden } => &[*hidden],
-            Arch::Cnn { conv1, conv2 } => &[*conv1, *conv2],
+        let (widths, max): (&[usize], usize) = match &self.arch {
+            Arch::Mlp { hidden } => (&[*hidden], MAX_HIDDEN),
+            Arch::Cnn { conv1, conv2 } => (&[*conv1, *conv2], MAX_CHANNELS),
         };
-        if let Some(w) = widths.iter().find(|&&w| w == 0 || w > MAX_WIDTH) {
+        if let Some(w) = widths.iter().find(|&&w| w == 0 || w > max) {
             return Err(ModelError::InvalidSpec(format!(
-                "layer width {w} must be 1 to {MAX_WIDTH}"
+                "layer width {w} must be 1 to {max}"
             )));
         }
         Ok(())

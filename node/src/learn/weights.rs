@@ -130,7 +130,8 @@ impl Weights {
         Ok(Self { entries, data })
     }
 
-    /// Weights of `spec` with every value zero.
+    /// Weights of `spec` with every value zero (check an untrusted spec with
+    /// [`ModelSpec::check`] first: its sizes decide the allocation).
     pub fn zeros(spec: &ModelSpec) -> Self {
         let mut offset = 0;
         let entries: Vec<Entry> = spec

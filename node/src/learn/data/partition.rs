@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{DataError, NUM_CLASSES};
 
+/// Most parts a dataset may be split into.
+pub const MAX_PARTS: usize = 100_000;
+
 /// How images are dealt out to parts. Parsed from `iid`, `labels:K` or `dirichlet:ALPHA`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,8 +88,10 @@ pub fn partition(
     scheme: Scheme,
     seed: u64,
 ) -> Result<Vec<Vec<usize>>, DataError> {
-    if parts == 0 {
-        return Err(DataError::Invalid("cannot partition into 0 parts".into()));
+    if parts == 0 || parts > MAX_PARTS {
+        return Err(DataError::Invalid(format!(
+            "cannot partition into {parts} parts (1 to {MAX_PARTS})"
+        )));
     }
     scheme.check()?;
     let mut rng = StdRng::seed_from_u64(seed);
@@ -249,5 +254,6 @@ mod tests {
             assert!(s.parse::<Scheme>().is_err(), "{s}");
         }
         assert!(partition(&[1, 2], 0, Scheme::Iid, 0).is_err());
+        assert!(partition(&[1, 2], MAX_PARTS + 1, Scheme::Iid, 0).is_err());
     }
 }
