@@ -235,6 +235,13 @@ fn fedavg(threads: usize) {
             .collect();
         global.with_values(v)
     };
+    // Warm-up: allocator, page cache of the accumulator's size, thread start-up.
+    {
+        let u = update();
+        let mut acc = AggregationConfig::default().start(&global).expect("start");
+        acc.add_batch(&[(&u, 1), (&u, 2)]).expect("add");
+        std::hint::black_box(acc.finish(&mut ServerState::default()).expect("finish"));
+    }
     for count in [10usize, 100] {
         let updates: Vec<Weights> = (0..count).map(|_| update()).collect();
         // One at a time (pure streaming), then in batches of 10 (one pass over the sums each).

@@ -20,7 +20,7 @@
 //! ulp, so two orders give results within 1 f32 ulp of each other per coordinate (bit-equal
 //! except when a sum lands within ~1e-16 relative of an f32 rounding boundary).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -379,7 +379,11 @@ const BLOCK: usize = 2048;
 fn add_weighted(sum: &mut [f64], updates: &[(&[f32], f64)]) {
     // Large models: one contiguous share of the coordinates per core. Each thread reads its own
     // slice of every update, so the result is the same bits as single-threaded.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    // available_parallelism reads cgroup files on Linux: ask once per process, not per update.
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+    });
     if threads > 1 && sum.len() * updates.len() >= PARALLEL_MIN_WORK {
         let share = sum.len().div_ceil(threads);
         std::thread::scope(|scope| {
