@@ -72,7 +72,7 @@ fn cnn_learns_on_real_mnist() {
     .unwrap();
     let acc = evaluate(&spec, &trained, &test_set).unwrap().accuracy;
     eprintln!("cnn on 3k images: accuracy {acc:.4}");
-    assert!(acc >= 0.85, "cnn accuracy {acc}");
+    assert!(acc >= 0.88, "cnn accuracy {acc}"); // measured 0.917
 }
 
 /// Issue 4: median and trimmed mean resist an update scaled by -10 from one of five clients:
