@@ -10,6 +10,7 @@
 //! - [`store`]: the node's durable state (redb), typed trees per kind of record.
 //! - [`chain`]: the contracts on DuckChain (alloy bindings), one transaction sender, one event
 //!   watcher, EIP-712 update attestations, network settings and deployments.
+//! - [`learn`]: the candle learning engine: MNIST data, models, training, aggregation.
 //!
 //! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
 //! can be unit-tested; the mesh and chain layers feed it events.
@@ -17,6 +18,7 @@
 pub mod cbor;
 pub mod chain;
 pub mod hash;
+pub mod learn;
 pub mod roles;
 pub mod store;
 

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub(crate) mod chain;
+pub(crate) mod learn;
 
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in
 /// $DUCK on DuckChain.
@@ -30,4 +31,10 @@ pub(crate) enum Command {
     /// The compute marketplace: machines for rent.
     #[command(subcommand)]
     Market(chain::MarketCommand),
+    /// Trains a model centrally on MNIST-format data, evaluates it and saves safetensors.
+    Train(learn::TrainArgs),
+    /// Evaluates saved weights (loss, accuracy) on MNIST-format data.
+    Eval(learn::EvalArgs),
+    /// Prepares datasets (partitioning for contributors).
+    Data(learn::DataArgs),
 }
