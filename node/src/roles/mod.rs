@@ -2,5 +2,6 @@
 //! connect them to the mesh, the chain and the learning engine.
 
 pub mod election;
+pub mod job;
 pub mod participation;
 pub mod round;
