@@ -8,12 +8,20 @@
 //!
 //! - [`cbor`], [`hash`]: the wire encoding (size-capped CBOR) and 32-byte content hashes.
 //! - [`store`]: the node's durable state (redb), typed trees per kind of record.
+//! - [`mesh`]: the libp2p swarm (gossip, DHT, blob exchange, RPC) behind a cloneable client.
+//! - [`node`]: the assembled runtime (`Node::start`), [`config`]: its layered configuration.
+//! - [`api`]: the HTTP API every node serves; [`metrics`]: the shared Prometheus registry.
 //!
 //! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
 //! can be unit-tested; the mesh and chain layers feed it events.
 
+pub mod api;
 pub mod cbor;
+pub mod config;
 pub mod hash;
+pub mod mesh;
+pub mod metrics;
+pub mod node;
 pub mod store;
 
 #[cfg(any(test, feature = "test-utils"))]

@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod blob;
+pub(crate) mod node;
+
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in
 /// $DUCK on DuckChain.
 #[derive(Debug, Parser)]
@@ -18,4 +21,9 @@ pub(crate) struct Cli {
 
 /// Top-level subcommands; each area adds its own.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {}
+pub(crate) enum Command {
+    /// Run a node (see `quackmesh node --help`).
+    Node(node::NodeArgs),
+    /// Put and get blobs through a running node.
+    Blob(blob::BlobArgs),
+}

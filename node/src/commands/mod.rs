@@ -2,6 +2,12 @@
 
 use crate::cli::Command;
 
+mod blob;
+mod node;
+
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Node(args) => node::run(args).await,
+        Command::Blob(args) => blob::run(args).await,
+    }
 }
