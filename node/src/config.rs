@@ -162,7 +162,11 @@ where
     })
 }
 
-fn parse_list<T: std::str::FromStr>(var: &str, value: &str, what: &str) -> Result<Vec<T>, ConfigError>
+fn parse_list<T: std::str::FromStr>(
+    var: &str,
+    value: &str,
+    what: &str,
+) -> Result<Vec<T>, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
@@ -216,7 +220,9 @@ impl ConfigLayer {
                 "CONTRIBUTE" => layer.contribute = Some(parse_bool(&var, &value)?),
                 "COORDINATOR" => layer.coordinator = Some(parse_bool(&var, &value)?),
                 "MDNS" => layer.mdns = Some(parse_bool(&var, &value)?),
-                "UPLOAD_RATE" => layer.upload_rate = Some(parse_one(&var, &value, "bytes per second")?),
+                "UPLOAD_RATE" => {
+                    layer.upload_rate = Some(parse_one(&var, &value, "bytes per second")?)
+                }
                 "MAX_BLOB_BYTES" => {
                     layer.max_blob_bytes = Some(parse_one(&var, &value, "bytes")?);
                 }
@@ -309,7 +315,11 @@ mod tests {
         let c = ConfigLayer::default().resolve();
         assert_eq!(c.api_addr.to_string(), DEFAULT_API_ADDR);
         assert_eq!(c.listen.len(), 2);
-        assert!(c.listen.iter().all(|a| a.to_string().starts_with("/ip4/127.0.0.1/")));
+        assert!(
+            c.listen
+                .iter()
+                .all(|a| a.to_string().starts_with("/ip4/127.0.0.1/"))
+        );
         assert!(c.bootstrap.is_empty());
         assert!(!c.mesh.mdns);
         assert_eq!(c.roles, Roles::default());
@@ -331,7 +341,10 @@ mod tests {
             ("QUACKMESH_DATA_DIR", "/from/env"),
             ("QUACKMESH_API", "127.0.0.1:9002"),
             ("QUACKMESH_MDNS", "yes"),
-            ("QUACKMESH_BOOTSTRAP", "/ip4/127.0.0.1/tcp/5001, /ip4/127.0.0.1/tcp/5002"),
+            (
+                "QUACKMESH_BOOTSTRAP",
+                "/ip4/127.0.0.1/tcp/5001, /ip4/127.0.0.1/tcp/5002",
+            ),
             ("QUACKMESH_UPLOAD_RATE", "1000"),
             ("QUACKMESH_PRIVATE_KEY", "not ours, ignored"),
             ("HOME", "/ignored"),
@@ -343,7 +356,10 @@ mod tests {
         let c = layered(flags, Some(&file), vars).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"), "flag wins");
         assert_eq!(c.api_addr.to_string(), "127.0.0.1:9001", "file beats env");
-        assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            c.listen,
+            vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
         assert!(c.mesh.mdns, "env beats default");
         assert_eq!(c.bootstrap.len(), 2);
         assert_eq!(c.mesh.upload_bytes_per_sec, Some(1000));
@@ -361,7 +377,10 @@ mod tests {
             ..Default::default()
         };
         let c = flags.or(file).resolve();
-        assert_eq!(c.bootstrap, vec!["/ip4/127.0.0.1/tcp/2".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            c.bootstrap,
+            vec!["/ip4/127.0.0.1/tcp/2".parse::<Multiaddr>().unwrap()]
+        );
     }
 
     #[test]
@@ -373,7 +392,11 @@ mod tests {
         let err = ConfigLayer::from_toml_str("lisen = []", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
         assert!(matches!(
-            layered(ConfigLayer::default(), Some(Path::new("/no/such/file.toml")), vec![]),
+            layered(
+                ConfigLayer::default(),
+                Some(Path::new("/no/such/file.toml")),
+                vec![]
+            ),
             Err(ConfigError::Read { .. })
         ));
     }

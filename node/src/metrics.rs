@@ -5,7 +5,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::{encoding::text, registry::{Metric, Registry}};
+use prometheus_client::{
+    encoding::text,
+    registry::{Metric, Registry},
+};
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "quackmesh";

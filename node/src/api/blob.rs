@@ -80,7 +80,8 @@ pub struct AccessBody {
 }
 
 fn parse_id(s: &str) -> Result<BlobId, ApiError> {
-    s.parse::<Hash32>().map_err(|e| ApiError::BadRequest(e.to_string()))
+    s.parse::<Hash32>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn parse_peers(list: &[&str]) -> Result<Vec<PeerId>, ApiError> {
@@ -103,7 +104,10 @@ fn options(q: &FetchQuery) -> Result<FetchOptions, ApiError> {
 }
 
 /// `POST /api/blob`.
-pub async fn put(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Json<PutResponse>, ApiError> {
+pub async fn put(
+    State(state): State<Arc<ApiState>>,
+    body: Bytes,
+) -> Result<Json<PutResponse>, ApiError> {
     if body.len() as u64 > state.max_blob_bytes {
         return Err(BlobError::TooLarge {
             len: body.len() as u64,
@@ -166,7 +170,10 @@ pub async fn get(
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
-            (header::HeaderName::from_static(CHUNK_BYTES_HEADER), chunk_bytes.to_string()),
+            (
+                header::HeaderName::from_static(CHUNK_BYTES_HEADER),
+                chunk_bytes.to_string(),
+            ),
         ],
         Body::from_stream(stream),
     )

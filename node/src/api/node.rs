@@ -2,12 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::State,
-    http::header,
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::header, response::IntoResponse};
 use serde::Serialize;
 
 use crate::{
@@ -55,5 +50,8 @@ pub async fn info(State(state): State<Arc<ApiState>>) -> Result<Json<NodeInfo>, 
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }

@@ -150,8 +150,7 @@ async fn get(
         let _ = std::fs::remove_file(&part);
         bail!("received bytes hash to blob {got}, not {id}; nothing written");
     }
-    std::fs::rename(&part, output)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    std::fs::rename(&part, output).with_context(|| format!("cannot write {}", output.display()))?;
     eprintln!("wrote {} ({len} bytes, blob {id})", output.display());
     Ok(())
 }

@@ -137,9 +137,11 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             .build()
             .map_err(|e| build_err("gossipsub config", e))?;
-        let mut gossipsub =
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
-                .map_err(|e| build_err("gossipsub", e))?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gs_config,
+        )
+        .map_err(|e| build_err("gossipsub", e))?;
         gossipsub
             .with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
             .map_err(|e| build_err("gossipsub scoring", e))?;

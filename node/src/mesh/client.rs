@@ -152,10 +152,16 @@ impl Client {
     }
 
     async fn send(&self, cmd: Command) -> Result<(), MeshError> {
-        self.commands.send(cmd).await.map_err(|_| MeshError::Shutdown)
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| MeshError::Shutdown)
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
         rx.await.map_err(|_| MeshError::Shutdown)
@@ -199,13 +205,15 @@ impl Client {
     /// Subscribes to `topic`; returns false if already subscribed.
     pub async fn subscribe(&self, topic: &Topic) -> Result<bool, MeshError> {
         let topic = topic.clone();
-        self.call(|reply| Command::Subscribe { topic, reply }).await?
+        self.call(|reply| Command::Subscribe { topic, reply })
+            .await?
     }
 
     /// Unsubscribes from `topic`; returns false if not subscribed.
     pub async fn unsubscribe(&self, topic: &Topic) -> Result<bool, MeshError> {
         let topic = topic.clone();
-        self.call(|reply| Command::Unsubscribe { topic, reply }).await
+        self.call(|reply| Command::Unsubscribe { topic, reply })
+            .await
     }
 
     /// Publishes `body` on `topic` (refused on an access-controlled topic we are not a member
@@ -213,7 +221,8 @@ impl Client {
     pub async fn publish(&self, topic: &Topic, body: &GossipBody) -> Result<MessageId, MeshError> {
         let data = body.encode()?;
         let topic = topic.clone();
-        self.call(|reply| Command::Publish { topic, data, reply }).await?
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
     }
 
     /// The verdict on an [`Event::Gossip`](crate::mesh::Event::Gossip): only accepted messages
@@ -248,7 +257,11 @@ impl Client {
     }
 
     /// Sends an application RPC request and waits for the answer.
-    pub async fn request(&self, peer: PeerId, request: RpcRequest) -> Result<RpcResponse, MeshError> {
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: RpcRequest,
+    ) -> Result<RpcResponse, MeshError> {
         self.call(|reply| Command::Request {
             peer,
             request,
@@ -258,7 +271,11 @@ impl Client {
     }
 
     /// Answers an inbound RPC request.
-    pub async fn respond(&self, channel: ReplyChannel, response: RpcResponse) -> Result<(), MeshError> {
+    pub async fn respond(
+        &self,
+        channel: ReplyChannel,
+        response: RpcResponse,
+    ) -> Result<(), MeshError> {
         self.call(|reply| Command::Respond {
             channel,
             response,
@@ -268,7 +285,11 @@ impl Client {
     }
 
     /// Sends one blob-protocol request (fetches use this; exposed for diagnostics and tests).
-    pub async fn blob_request(&self, peer: PeerId, request: BlobRequest) -> Result<BlobResponse, MeshError> {
+    pub async fn blob_request(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, MeshError> {
         self.call(|reply| Command::BlobRequest {
             peer,
             request,
@@ -299,7 +320,11 @@ impl Client {
     }
 
     /// Makes blob `id` private to `peers` (`None`: public). Persisted; strangers get `Denied`.
-    pub async fn set_blob_access(&self, id: BlobId, peers: Option<HashSet<PeerId>>) -> Result<(), MeshError> {
+    pub async fn set_blob_access(
+        &self,
+        id: BlobId,
+        peers: Option<HashSet<PeerId>>,
+    ) -> Result<(), MeshError> {
         let blobs = self.blobs.clone();
         tokio::task::spawn_blocking(move || blobs.set_acl(&id, peers))
             .await
@@ -344,7 +369,11 @@ impl Client {
     }
 
     /// Fetches blob `id` (joining a running fetch) and waits for the result.
-    pub async fn fetch_blob(&self, id: BlobId, opts: FetchOptions) -> Result<Arc<FetchReport>, MeshError> {
+    pub async fn fetch_blob(
+        &self,
+        id: BlobId,
+        opts: FetchOptions,
+    ) -> Result<Arc<FetchReport>, MeshError> {
         let mut rx = self.start_fetch(id, opts);
         let state = rx
             .wait_for(|s| !s.is_running())

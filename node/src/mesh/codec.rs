@@ -162,8 +162,10 @@ mod tests {
 
     fn read_req(bytes: &[u8]) -> Decoded<RpcRequest> {
         let mut io = Cursor::new(bytes.to_vec());
-        futures::executor::block_on(codec().read_request(&crate::mesh::topics::RPC_PROTOCOL, &mut io))
-            .unwrap()
+        futures::executor::block_on(
+            codec().read_request(&crate::mesh::topics::RPC_PROTOCOL, &mut io),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -19,7 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::mesh::{
     Event, MeshConfig, MeshError, MeshInfo, MeshMetrics, Verdict,
     behaviour::{Behaviour, BehaviourEvent, speaks_kad, topic_score_params},
-    blob::{BlobRequest, BlobResponse, BlobStore, serve, uploads::{TokenBucket, UploadQueue}},
+    blob::{
+        BlobRequest, BlobResponse, BlobStore, serve,
+        uploads::{TokenBucket, UploadQueue},
+    },
     client::Command,
     codec::Decoded,
     message::{GossipBody, RpcErrorCode, RpcResponse},
@@ -59,7 +62,10 @@ pub struct EventLoop {
     limiter: Option<Arc<Mutex<TokenBucket>>>,
     pending_rpc: Pending<RpcResponse>,
     pending_blob: Pending<BlobResponse>,
-    pending_listen: HashMap<libp2p::core::transport::ListenerId, (Multiaddr, oneshot::Sender<Result<Multiaddr, MeshError>>)>,
+    pending_listen: HashMap<
+        libp2p::core::transport::ListenerId,
+        (Multiaddr, oneshot::Sender<Result<Multiaddr, MeshError>>),
+    >,
     pending_dial: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, MeshError>>)>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     topic_members: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
@@ -91,7 +97,11 @@ impl EventLoop {
             events,
             blobs,
             metrics,
-            uploads: UploadQueue::new(cfg.upload_slots, cfg.upload_queue_per_peer, cfg.upload_queue),
+            uploads: UploadQueue::new(
+                cfg.upload_slots,
+                cfg.upload_queue_per_peer,
+                cfg.upload_queue,
+            ),
             served_tx,
             served_rx,
             limiter,
@@ -135,13 +145,16 @@ impl EventLoop {
         tracing::info!(target: "mesh", "event loop stopped");
     }
 
-    fn emit(&mut self, event: Event) -> Result<(), Event> {
-        self.events.try_send(event).map_err(|e| {
-            self.metrics.events_dropped.inc();
-            match e {
-                mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => ev,
+    /// Hands `event` to the node runtime without waiting; gives it back if the channel is
+    /// full or closed.
+    fn emit(&mut self, event: Event) -> Option<Event> {
+        match self.events.try_send(event) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev)) => {
+                self.metrics.events_dropped.inc();
+                Some(ev)
             }
-        })
+        }
     }
 
     // ---------------------------------------------------------------- commands
@@ -191,7 +204,12 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::Unsubscribe { topic, reply } => {
-                let _ = reply.send(self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic.ident()));
+                let _ = reply.send(
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .unsubscribe(&topic.ident()),
+                );
             }
             Command::Publish { topic, data, reply } => {
                 let _ = reply.send(self.publish(&topic, data));
@@ -380,22 +398,18 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if num_established.get() == 1 && self.connected.insert(peer_id) {
-                    self.metrics.connected_peers.set(self.connected.len() as i64);
+                    self.metrics
+                        .connected_peers
+                        .set(self.connected.len() as i64);
                     tracing::debug!(target: "mesh", %peer_id, "peer connected");
                     let _ = self.emit(Event::PeerConnected { peer: peer_id });
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    self.metrics.connected_peers.set(self.connected.len() as i64);
-                    tracing::debug!(target: "mesh", %peer_id, "peer disconnected");
-                    let _ = self.emit(Event::PeerDisconnected { peer: peer_id });
-                }
-            }
+            } => self.on_disconnected(peer_id),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -411,6 +425,17 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    fn on_disconnected(&mut self, peer_id: PeerId) {
+        if !self.connected.remove(&peer_id) {
+            return;
+        }
+        self.metrics
+            .connected_peers
+            .set(self.connected.len() as i64);
+        tracing::debug!(target: "mesh", %peer_id, "peer disconnected");
+        let _ = self.emit(Event::PeerDisconnected { peer: peer_id });
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -446,23 +471,29 @@ impl EventLoop {
                     message_id: message_id.clone(),
                     body,
                 };
-                if self.emit(event).is_err() {
+                if self.emit(event).is_some() {
                     // Nobody to judge it: do not forward, do not blame the sender.
-                    self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                        &message_id,
-                        &propagation_source,
-                        gossipsub::MessageAcceptance::Ignore,
-                    );
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Ignore,
+                        );
                 }
             }
             Err(reason) => {
                 self.metrics.gossip_rejected(reason);
                 tracing::debug!(target: "mesh::gossip", peer_id = %propagation_source, %source, topic = %message.topic, reason, "gossip rejected");
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    gossipsub::MessageAcceptance::Reject,
-                );
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Reject,
+                    );
             }
         }
     }
@@ -533,7 +564,10 @@ impl EventLoop {
             .filter(peers::is_dialable)
             .collect();
         for addr in &addrs {
-            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer_id, addr.clone());
         }
         let db = self.blobs.db().clone();
         tokio::task::spawn_blocking(move || {
@@ -547,13 +581,19 @@ impl EventLoop {
         if let mdns::Event::Discovered(found) = event {
             for (peer, addr) in found {
                 tracing::debug!(target: "mesh", %peer, %addr, "mdns discovered peer");
-                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
                 let _ = self.swarm.dial(addr);
             }
         }
     }
 
-    fn on_rpc(&mut self, event: request_response::Event<Decoded<crate::mesh::message::RpcRequest>, RpcResponse>) {
+    fn on_rpc(
+        &mut self,
+        event: request_response::Event<Decoded<crate::mesh::message::RpcRequest>, RpcResponse>,
+    ) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -566,9 +606,13 @@ impl EventLoop {
                             request,
                             channel: crate::mesh::ReplyChannel(channel),
                         };
-                        if let Err(Event::Request { channel, .. }) = self.emit(event) {
+                        if let Some(Event::Request { channel, .. }) = self.emit(event) {
                             let busy = RpcResponse::error(RpcErrorCode::Busy, "node overloaded");
-                            let _ = self.swarm.behaviour_mut().rpc.send_response(channel.0, busy);
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .rpc
+                                .send_response(channel.0, busy);
                         }
                     }
                     Decoded::Invalid(e) => {
@@ -672,7 +716,11 @@ impl EventLoop {
                 let reply = BlobResponse::Error {
                     message: e.to_string(),
                 };
-                let _ = self.swarm.behaviour_mut().blob.send_response(channel, reply);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .blob
+                    .send_response(channel, reply);
             }
             Decoded::Valid(request @ BlobRequest::Chunk { .. }) => {
                 match self.uploads.offer(peer, request_id, (request, channel)) {
@@ -709,16 +757,17 @@ impl EventLoop {
         let limiter = self.limiter.clone();
         let tx = self.served_tx.clone();
         tokio::spawn(async move {
-            let response = tokio::task::spawn_blocking(move || serve::respond(&blobs, &peer, &request))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .unwrap_or_else(|e| {
-                    tracing::warn!(target: "mesh::blob", error = %e, "serving failed");
-                    BlobResponse::Error {
-                        message: "internal error".into(),
-                    }
-                });
+            let response =
+                tokio::task::spawn_blocking(move || serve::respond(&blobs, &peer, &request))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(target: "mesh::blob", error = %e, "serving failed");
+                        BlobResponse::Error {
+                            message: "internal error".into(),
+                        }
+                    });
             if let (Some(limiter), BlobResponse::Chunk { data, .. }) = (&limiter, &response) {
                 let delay = limiter
                     .lock()

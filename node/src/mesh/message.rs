@@ -346,8 +346,7 @@ mod tests {
         enum Future {
             Teleport { to: u64 },
         }
-        let bytes =
-            encode_versioned(2, &Future::Teleport { to: 1 }, MAX_GOSSIP_BYTES).unwrap();
+        let bytes = encode_versioned(2, &Future::Teleport { to: 1 }, MAX_GOSSIP_BYTES).unwrap();
         assert!(matches!(
             GossipBody::decode(&bytes),
             Err(MessageError::UnknownVersion { got: 2, .. })
@@ -361,12 +360,8 @@ mod tests {
         enum Other {
             Teleport { to: u64 },
         }
-        let bytes = encode_versioned(
-            GOSSIP_VERSION,
-            &Other::Teleport { to: 1 },
-            MAX_GOSSIP_BYTES,
-        )
-        .unwrap();
+        let bytes =
+            encode_versioned(GOSSIP_VERSION, &Other::Teleport { to: 1 }, MAX_GOSSIP_BYTES).unwrap();
         assert!(matches!(
             GossipBody::decode(&bytes),
             Err(MessageError::Malformed(_))

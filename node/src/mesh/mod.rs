@@ -143,7 +143,13 @@ pub fn new(
     let (event_tx, event_rx) = mpsc::channel(cfg.event_buffer);
     let local_peer_id = *swarm.local_peer_id();
     let cfg = Arc::new(cfg);
-    let client = Client::new(cmd_tx, local_peer_id, blobs.clone(), metrics.clone(), cfg.clone());
+    let client = Client::new(
+        cmd_tx,
+        local_peer_id,
+        blobs.clone(),
+        metrics.clone(),
+        cfg.clone(),
+    );
     let event_loop = EventLoop::new(swarm, cmd_rx, event_tx, blobs, metrics, cfg);
     Ok((client, event_rx, event_loop))
 }

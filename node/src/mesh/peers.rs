@@ -107,7 +107,12 @@ mod tests {
         assert!(!is_dialable(&"/memory/5".parse().unwrap()));
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_dir(dir.path()).unwrap();
-        remember(&db, &PeerId::random(), &["/ip4/0.0.0.0/tcp/1".parse().unwrap()]).unwrap();
+        remember(
+            &db,
+            &PeerId::random(),
+            &["/ip4/0.0.0.0/tcp/1".parse().unwrap()],
+        )
+        .unwrap();
         assert!(load(&db).unwrap().is_empty());
     }
 }

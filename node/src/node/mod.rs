@@ -29,7 +29,11 @@ use tokio::{
 use crate::{
     api::{self, ApiState},
     config::NodeConfig,
-    mesh::{self, Client, Event, MeshError, MeshMetrics, blob::{BlobError, BlobStore, FetchOptions}, topics::Topic},
+    mesh::{
+        self, Client, Event, MeshError, MeshMetrics,
+        blob::{BlobError, BlobStore, FetchOptions},
+        topics::Topic,
+    },
     metrics::Metrics,
     store::{Db, StoreError},
 };
@@ -111,7 +115,9 @@ pub struct NodeBuilder {
 
 impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeBuilder").field("config", &self.config).finish()
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -162,7 +168,11 @@ impl NodeBuilder {
         for topic in [Topic::Jobs, Topic::Coordinators] {
             client.subscribe(&topic).await?;
         }
-        tasks.push(tokio::spawn(connect(client.clone(), db.clone(), config.bootstrap.clone())));
+        tasks.push(tokio::spawn(connect(
+            client.clone(),
+            db.clone(),
+            config.bootstrap.clone(),
+        )));
         reannounce_and_resume(&client, &blobs).await;
 
         let ctx = NodeContext {
@@ -258,10 +268,11 @@ async fn connect(client: Client, db: Db, bootstrap: Vec<Multiaddr>) {
 /// that were running when the node stopped.
 async fn reannounce_and_resume(client: &Client, blobs: &Arc<BlobStore>) {
     let store = blobs.clone();
-    let listed = tokio::task::spawn_blocking(move || Ok::<_, BlobError>((store.list()?, store.wanted()?)))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let listed =
+        tokio::task::spawn_blocking(move || Ok::<_, BlobError>((store.list()?, store.wanted()?)))
+            .await
+            .ok()
+            .and_then(Result::ok);
     let Some((list, wanted)) = listed else {
         tracing::warn!(target: "node", "cannot list stored blobs");
         return;

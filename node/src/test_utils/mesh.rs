@@ -42,10 +42,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "quackmesh-test-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("quackmesh-test-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
     }
@@ -209,7 +207,9 @@ impl NodeProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         let api_url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("node printed its start-up lines");
+            let line = rx
+                .recv_timeout(left)
+                .expect("node printed its start-up lines");
             if let Some(p) = line.strip_prefix("peer_id: ") {
                 peer_id = Some(p.parse().expect("peer id"));
             } else if let Some(a) = line.strip_prefix("listen: ") {
@@ -328,7 +328,11 @@ impl RawPeer {
     pub fn new() -> Self {
         let swarm = SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .expect("tcp")
             .with_behaviour(|key| {
                 let cfg = gossipsub::ConfigBuilder::default()
@@ -336,9 +340,11 @@ impl RawPeer {
                     .validation_mode(gossipsub::ValidationMode::Permissive)
                     .build()
                     .expect("gossipsub config");
-                let gossipsub =
-                    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
-                        .expect("gossipsub");
+                let gossipsub = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    cfg,
+                )
+                .expect("gossipsub");
                 let rr = request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(10));
                 RawBehaviour {
@@ -383,7 +389,9 @@ impl RawPeer {
             loop {
                 match self.swarm.select_next_some().await {
                     SwarmEvent::ConnectionEstablished { peer_id, .. } => return Ok(peer_id),
-                    SwarmEvent::OutgoingConnectionError { error, .. } => return Err(error.to_string()),
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        return Err(error.to_string());
+                    }
                     _ => {}
                 }
             }
@@ -394,7 +402,12 @@ impl RawPeer {
 
     /// Subscribes to `topic`, waits (up to 10 s) until `peer` is known to be subscribed to it,
     /// publishes `data` and keeps the swarm running for a second so it goes out.
-    pub async fn publish(&mut self, peer: PeerId, topic: &str, data: Vec<u8>) -> Result<(), String> {
+    pub async fn publish(
+        &mut self,
+        peer: PeerId,
+        topic: &str,
+        data: Vec<u8>,
+    ) -> Result<(), String> {
         let topic = gossipsub::IdentTopic::new(topic);
         let _ = self.swarm.behaviour_mut().gossipsub.subscribe(&topic);
         let hash = topic.hash();
@@ -421,7 +434,12 @@ impl RawPeer {
     }
 
     /// Sends `bytes` as a request on `protocol` to `peer`; returns the raw response.
-    pub async fn request(&mut self, peer: PeerId, protocol: RawProtocol, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    pub async fn request(
+        &mut self,
+        peer: PeerId,
+        protocol: RawProtocol,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
         let b = self.swarm.behaviour_mut();
         let id = match protocol {
             RawProtocol::Rpc => b.rpc.send_request(&peer, bytes),
@@ -431,15 +449,23 @@ impl RawPeer {
             loop {
                 let ev = self.swarm.select_next_some().await;
                 let rr = match ev {
-                    SwarmEvent::Behaviour(RawBehaviourEvent::Rpc(e) | RawBehaviourEvent::Blob(e)) => e,
+                    SwarmEvent::Behaviour(
+                        RawBehaviourEvent::Rpc(e) | RawBehaviourEvent::Blob(e),
+                    ) => e,
                     _ => continue,
                 };
                 match rr {
                     request_response::Event::Message {
-                        message: request_response::Message::Response { request_id, response },
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
                         ..
                     } if request_id == id => return Ok(response),
-                    request_response::Event::OutboundFailure { request_id, error, .. } if request_id == id => {
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    } if request_id == id => {
                         return Err(error.to_string());
                     }
                     _ => {}

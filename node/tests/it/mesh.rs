@@ -1,11 +1,10 @@
 //! Integration tests of the mesh area: real libp2p nodes on 127.0.0.1 (TCP, one QUIC test),
 //! real `quackmesh node` processes for kill/restart and the CLI. Every wait is bounded.
 
-use std::{
-    collections::HashSet,
-    path::Path,
-    time::Duration,
-};
+// Helpers here are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::HashSet, path::Path, time::Duration};
 
 use quackmesh::{
     hash::Hash32,
@@ -16,8 +15,8 @@ use quackmesh::{
             wire::{BLOB_VERSION, MAX_BLOB_REQUEST_BYTES},
         },
         message::{
-            GossipBody, MAX_GOSSIP_BYTES, MAX_RPC_REQUEST_BYTES, RPC_VERSION,
-            RpcErrorCode, RpcRequest, RpcResponse, decode_versioned, encode_versioned,
+            GossipBody, MAX_GOSSIP_BYTES, MAX_RPC_REQUEST_BYTES, RPC_VERSION, RpcErrorCode,
+            RpcRequest, RpcResponse, decode_versioned, encode_versioned,
         },
         topics::Topic,
     },
@@ -96,7 +95,11 @@ async fn six_nodes_discover_each_other_and_gossip_reaches_all() {
         async move {
             for (i, c) in clients.iter().enumerate() {
                 let table: HashSet<_> = c.info().await.ok()?.routing_table.into_iter().collect();
-                if ids.iter().enumerate().any(|(j, id)| j != i && !table.contains(id)) {
+                if ids
+                    .iter()
+                    .enumerate()
+                    .any(|(j, id)| j != i && !table.contains(id))
+                {
                     return None;
                 }
             }
@@ -132,7 +135,12 @@ async fn six_nodes_discover_each_other_and_gossip_reaches_all() {
     assert!(!got.contains(&ids[3]));
     let metrics = nodes[1].0.metrics.encode();
     assert!(metric(&metrics, "quackmesh_mesh_gossip_messages_in_total") >= 1.0);
-    assert!(metric(&nodes[3].0.metrics.encode(), "quackmesh_mesh_gossip_messages_out_total") >= 1.0);
+    assert!(
+        metric(
+            &nodes[3].0.metrics.encode(),
+            "quackmesh_mesh_gossip_messages_out_total"
+        ) >= 1.0
+    );
     for (n, _) in nodes {
         n.shutdown().await;
     }
@@ -148,7 +156,14 @@ async fn blob_of_64_mib_reaches_eight_nodes_from_several_holders() {
     }
     let data = random_bytes(64 * MIB, 64);
     let whole = Hash32::of(&data);
-    let id = origin.handle.client.put_blob(data).await.unwrap().id().unwrap();
+    let id = origin
+        .handle
+        .client
+        .put_blob(data)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
 
     // Two early fetchers take it from the origin (and each other) ...
     let early = futures::future::join_all(others[..2].iter().map(|n| {
@@ -158,6 +173,11 @@ async fn blob_of_64_mib_reaches_eight_nodes_from_several_holders() {
     .await;
     for r in &early {
         let r = r.as_ref().unwrap();
+        eprintln!(
+            "early fetch: {} ms, served by {:?}",
+            r.elapsed_ms,
+            r.served_by.values().collect::<Vec<_>>()
+        );
         assert_eq!(r.chunks_fetched, 64);
     }
     // ... the six later ones find three complete holders plus each other.
@@ -169,6 +189,11 @@ async fn blob_of_64_mib_reaches_eight_nodes_from_several_holders() {
     let mut origin_share = 0;
     for r in &late {
         let r = r.as_ref().unwrap();
+        eprintln!(
+            "late fetch: {} ms, served by {:?}",
+            r.elapsed_ms,
+            r.served_by.values().collect::<Vec<_>>()
+        );
         assert_eq!(r.chunks_had + r.chunks_fetched, 64);
         assert!(r.dropped.is_empty(), "{:?}", r.dropped);
         assert!(
@@ -181,10 +206,17 @@ async fn blob_of_64_mib_reaches_eight_nodes_from_several_holders() {
     assert!(origin_share < 6 * 64, "the origin served everything");
     for n in &others {
         let blobs = n.handle.client.blobs().clone();
-        let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id)).await.unwrap().unwrap().unwrap();
+        let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(Hash32::of(&copy), whole);
     }
-    let served = metric(&origin.handle.metrics.encode(), "quackmesh_mesh_blob_bytes_served_total");
+    let served = metric(
+        &origin.handle.metrics.encode(),
+        "quackmesh_mesh_blob_bytes_served_total",
+    );
     assert!(served >= (64 * MIB) as f64);
     for n in others {
         n.handle.shutdown().await;
@@ -198,8 +230,19 @@ async fn corrupted_holder_is_dropped_and_fetch_completes_from_others() {
     let boot = vec![origin.addr()];
     let bad = TestNode::start(&boot).await;
     let data = random_bytes(16 * MIB, 7);
-    let id = origin.handle.client.put_blob(data.clone()).await.unwrap().id().unwrap();
-    bad.handle.client.fetch_blob(id, FetchOptions::default()).await.unwrap();
+    let id = origin
+        .handle
+        .client
+        .put_blob(data.clone())
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    bad.handle
+        .client
+        .fetch_blob(id, FetchOptions::default())
+        .await
+        .unwrap();
     for i in 0..16 {
         corrupt_chunk(&bad.handle.db, &id, i);
     }
@@ -210,15 +253,29 @@ async fn corrupted_holder_is_dropped_and_fetch_completes_from_others() {
     };
     let report = fetcher.handle.client.fetch_blob(id, opts).await.unwrap();
     assert!(
-        report.dropped.iter().any(|d| d.peer == bad.peer_id() && d.reason == "bad_data"),
+        report
+            .dropped
+            .iter()
+            .any(|d| d.peer == bad.peer_id() && d.reason == "bad_data"),
         "bad holder not dropped: {report:?}"
     );
-    assert_eq!(report.served_by.get(&bad.peer_id()), None, "bad chunks counted as served");
+    assert_eq!(
+        report.served_by.get(&bad.peer_id()),
+        None,
+        "bad chunks counted as served"
+    );
     let blobs = fetcher.handle.client.blobs().clone();
-    let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id)).await.unwrap().unwrap().unwrap();
+    let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(copy, data);
     let m = fetcher.handle.metrics.encode();
-    assert!(metric_with(&m, "quackmesh_mesh_chunk_fetch_failures_total", "bad_data") >= 1.0, "{m}");
+    assert!(
+        metric_with(&m, "quackmesh_mesh_chunk_fetch_failures_total", "bad_data") >= 1.0,
+        "{m}"
+    );
     for n in [fetcher, bad, origin] {
         n.handle.shutdown().await;
     }
@@ -237,9 +294,17 @@ async fn blob_status(http: &reqwest::Client, api: &str, id: &Hash32) -> serde_js
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_fetcher_resumes_without_refetching() {
     // The origin uploads at 8 MiB/s so the 32 MiB fetch takes about 4 s: time to kill it.
-    let origin = TestNode::start_with(&[], |c| c.mesh.upload_bytes_per_sec = Some(8 * MIB as u64)).await;
+    let origin =
+        TestNode::start_with(&[], |c| c.mesh.upload_bytes_per_sec = Some(8 * MIB as u64)).await;
     let data = random_bytes(32 * MIB, 99);
-    let id = origin.handle.client.put_blob(data.clone()).await.unwrap().id().unwrap();
+    let id = origin
+        .handle
+        .client
+        .put_blob(data.clone())
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     let dir = TempDir::new();
     let args = vec!["--bootstrap".to_owned(), origin.addr().to_string()];
     let http = reqwest::Client::new();
@@ -262,7 +327,10 @@ async fn killed_fetcher_resumes_without_refetching() {
     .await
     .expect("fetch made progress");
     first.kill();
-    assert!(had < 32, "fetch finished before the kill; slow the origin down");
+    assert!(
+        had < 32,
+        "fetch finished before the kill; slow the origin down"
+    );
 
     // Restarted on the same data dir: same PeerId, and the fetch resumes by itself.
     let second = NodeProcess::spawn(Path::new(BIN), dir.path(), &args);
@@ -279,8 +347,15 @@ async fn killed_fetcher_resumes_without_refetching() {
     let report = &status["report"];
     let chunks_had = report["chunks_had"].as_u64().unwrap();
     let fetched = report["chunks_fetched"].as_u64().unwrap();
-    assert!(chunks_had >= had, "lost chunks: had {had} before the kill, {chunks_had} after");
-    assert_eq!(chunks_had + fetched, 32, "refetched chunks it had: {report}");
+    assert!(
+        chunks_had >= had,
+        "lost chunks: had {had} before the kill, {chunks_had} after"
+    );
+    assert_eq!(
+        chunks_had + fetched,
+        32,
+        "refetched chunks it had: {report}"
+    );
     let metrics = http
         .get(format!("{}/metrics", second.api_url))
         .send()
@@ -289,7 +364,10 @@ async fn killed_fetcher_resumes_without_refetching() {
         .text()
         .await
         .unwrap();
-    assert_eq!(metric(&metrics, "quackmesh_mesh_blob_chunks_fetched_total"), fetched as f64);
+    assert_eq!(
+        metric(&metrics, "quackmesh_mesh_blob_chunks_fetched_total"),
+        fetched as f64
+    );
     let bytes = http
         .get(format!("{}/api/blob/{id}", second.api_url))
         .send()
@@ -307,7 +385,14 @@ async fn killed_fetcher_resumes_without_refetching() {
 async fn bad_input_on_every_protocol_is_rejected_and_node_keeps_serving() {
     let node = TestNode::start(&[]).await;
     let honest = TestNode::start(&[node.addr()]).await;
-    let id = node.handle.client.put_blob(random_bytes(3 * MIB, 3)).await.unwrap().id().unwrap();
+    let id = node
+        .handle
+        .client
+        .put_blob(random_bytes(3 * MIB, 3))
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     let mut raw = RawPeer::new();
     let target = raw.connect(node.addr()).await.unwrap();
     assert_eq!(target, node.peer_id());
@@ -319,7 +404,10 @@ async fn bad_input_on_every_protocol_is_rejected_and_node_keeps_serving() {
         ("garbage", garbage.clone()),
         ("truncated", status_req[..status_req.len() - 1].to_vec()),
         ("oversize", random_bytes(MAX_RPC_REQUEST_BYTES + 10, 2)),
-        ("version", encode_versioned(99, &RpcRequest::Status, 1024).unwrap()),
+        (
+            "version",
+            encode_versioned(99, &RpcRequest::Status, 1024).unwrap(),
+        ),
     ];
     for (what, bytes) in rpc_inputs {
         let resp = raw.request(target, RawProtocol::Rpc, bytes).await.unwrap();
@@ -329,20 +417,30 @@ async fn bad_input_on_every_protocol_is_rejected_and_node_keeps_serving() {
             "{what}: {resp:?}"
         );
     }
-    let chunk_req = encode_versioned(BLOB_VERSION, &BlobRequest::Chunk { id, index: 0 }, 1024).unwrap();
+    let chunk_req =
+        encode_versioned(BLOB_VERSION, &BlobRequest::Chunk { id, index: 0 }, 1024).unwrap();
     let blob_inputs = [
         ("garbage", garbage.clone()),
         ("truncated", chunk_req[..chunk_req.len() - 3].to_vec()),
         ("oversize", random_bytes(MAX_BLOB_REQUEST_BYTES + 1, 4)),
-        ("version", encode_versioned(7, &BlobRequest::Have { id }, 1024).unwrap()),
+        (
+            "version",
+            encode_versioned(7, &BlobRequest::Have { id }, 1024).unwrap(),
+        ),
     ];
     for (what, bytes) in blob_inputs {
         let resp = raw.request(target, RawProtocol::Blob, bytes).await.unwrap();
         let resp: BlobResponse = decode_versioned(&resp, 4 << 20, BLOB_VERSION).unwrap();
-        assert!(matches!(resp, BlobResponse::Error { .. }), "{what}: {resp:?}");
+        assert!(
+            matches!(resp, BlobResponse::Error { .. }),
+            "{what}: {resp:?}"
+        );
     }
     // A well-formed raw request still works on the same connection.
-    let resp = raw.request(target, RawProtocol::Blob, chunk_req).await.unwrap();
+    let resp = raw
+        .request(target, RawProtocol::Blob, chunk_req)
+        .await
+        .unwrap();
     assert!(matches!(
         decode_versioned::<BlobResponse>(&resp, 4 << 20, BLOB_VERSION).unwrap(),
         BlobResponse::Chunk { .. }
@@ -350,31 +448,76 @@ async fn bad_input_on_every_protocol_is_rejected_and_node_keeps_serving() {
 
     // Gossip: garbage, truncated, unknown version are rejected; oversize never gets through.
     let jobs = Topic::Jobs.to_string();
-    let note = GossipBody::Note { text: "hello".into() }.encode().unwrap();
+    let note = GossipBody::Note {
+        text: "hello".into(),
+    }
+    .encode()
+    .unwrap();
     for bytes in [
         garbage,
         note[..note.len() - 2].to_vec(),
-        encode_versioned(42, &GossipBody::Note { text: "future".into() }, MAX_GOSSIP_BYTES).unwrap(),
+        encode_versioned(
+            42,
+            &GossipBody::Note {
+                text: "future".into(),
+            },
+            MAX_GOSSIP_BYTES,
+        )
+        .unwrap(),
         random_bytes(MAX_GOSSIP_BYTES + 8 * 1024, 5),
     ] {
         // Publishing may fail once the node has graylisted us; that is the point.
         let _ = raw.publish(target, &jobs, bytes).await;
     }
     let m = node.handle.metrics.encode();
-    assert!(metric_with(&m, "quackmesh_mesh_gossip_messages_rejected_total", "malformed") >= 2.0, "{m}");
-    assert!(metric_with(&m, "quackmesh_mesh_gossip_messages_rejected_total", "unknown_version") >= 1.0, "{m}");
-    assert!(metric_with(&m, "quackmesh_mesh_requests_rejected_total", "too_large") >= 2.0, "{m}");
+    assert!(
+        metric_with(
+            &m,
+            "quackmesh_mesh_gossip_messages_rejected_total",
+            "malformed"
+        ) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        metric_with(
+            &m,
+            "quackmesh_mesh_gossip_messages_rejected_total",
+            "unknown_version"
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric_with(&m, "quackmesh_mesh_requests_rejected_total", "too_large") >= 2.0,
+        "{m}"
+    );
     let score = node.handle.client.peer_score(raw.peer_id()).await.unwrap();
-    assert!(score.is_some_and(|s| s < 0.0), "sender's score not lowered: {score:?}");
+    assert!(
+        score.is_some_and(|s| s < 0.0),
+        "sender's score not lowered: {score:?}"
+    );
 
     // The node still serves honest peers.
     assert!(status_ok(&honest.handle, &node.handle).await);
-    let report = honest.handle.client.fetch_blob(id, FetchOptions::default()).await.unwrap();
+    let report = honest
+        .handle
+        .client
+        .fetch_blob(id, FetchOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.chunks_fetched, 3);
     // And honest gossip still flows (publisher retries until the mesh has formed).
     let ok = eventually(Duration::from_secs(20), || {
         let c = honest.handle.client.clone();
-        async move { c.publish(&Topic::Jobs, &GossipBody::Note { text: "still here".into() }).await.ok() }
+        async move {
+            c.publish(
+                &Topic::Jobs,
+                &GossipBody::Note {
+                    text: "still here".into(),
+                },
+            )
+            .await
+            .ok()
+        }
     })
     .await;
     assert!(ok.is_some());
@@ -390,11 +533,32 @@ async fn access_lists_guard_private_blobs_and_cluster_topics() {
     let (pa, pb, pc) = (a.peer_id(), b.peer_id(), c.peer_id());
 
     // A private blob: B may fetch it, C is denied.
-    let id = a.handle.client.put_blob(random_bytes(2 * MIB, 11)).await.unwrap().id().unwrap();
-    a.handle.client.set_blob_access(id, Some([pb].into_iter().collect())).await.unwrap();
-    let denied = c.handle.client.blob_request(pa, BlobRequest::Manifest { id }).await.unwrap();
+    let id = a
+        .handle
+        .client
+        .put_blob(random_bytes(2 * MIB, 11))
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    a.handle
+        .client
+        .set_blob_access(id, Some([pb].into_iter().collect()))
+        .await
+        .unwrap();
+    let denied = c
+        .handle
+        .client
+        .blob_request(pa, BlobRequest::Manifest { id })
+        .await
+        .unwrap();
     assert_eq!(denied, BlobResponse::Denied);
-    let denied = c.handle.client.blob_request(pa, BlobRequest::Chunk { id, index: 0 }).await.unwrap();
+    let denied = c
+        .handle
+        .client
+        .blob_request(pa, BlobRequest::Chunk { id, index: 0 })
+        .await
+        .unwrap();
     assert_eq!(denied, BlobResponse::Denied);
     let opts = FetchOptions {
         only_from: Some(vec![pa]),
@@ -402,7 +566,10 @@ async fn access_lists_guard_private_blobs_and_cluster_topics() {
     };
     b.handle.client.fetch_blob(id, opts).await.unwrap();
     let m = a.handle.metrics.encode();
-    assert!(metric_with(&m, "quackmesh_mesh_acl_refusals_total", "kind=\"blob\"") >= 2.0, "{m}");
+    assert!(
+        metric_with(&m, "quackmesh_mesh_acl_refusals_total", "kind=\"blob\"") >= 2.0,
+        "{m}"
+    );
 
     // A cluster topic for A and B: C's messages are rejected by A, and C's own node (which
     // knows the member list) refuses to publish.
@@ -411,30 +578,68 @@ async fn access_lists_guard_private_blobs_and_cluster_topics() {
     for n in [&a, &b, &c] {
         n.handle.client.subscribe(&topic).await.unwrap();
     }
-    a.handle.client.set_topic_members(&topic, Some(members.clone())).await.unwrap();
-    b.handle.client.set_topic_members(&topic, Some(members.clone())).await.unwrap();
+    a.handle
+        .client
+        .set_topic_members(&topic, Some(members.clone()))
+        .await
+        .unwrap();
+    b.handle
+        .client
+        .set_topic_members(&topic, Some(members.clone()))
+        .await
+        .unwrap();
     let sent = eventually(Duration::from_secs(20), || {
         let cc = c.handle.client.clone();
         let t = topic.clone();
-        async move { cc.publish(&t, &GossipBody::Note { text: "let me in".into() }).await.ok() }
+        async move {
+            cc.publish(
+                &t,
+                &GossipBody::Note {
+                    text: "let me in".into(),
+                },
+            )
+            .await
+            .ok()
+        }
     })
     .await;
     assert!(sent.is_some(), "outsider could not publish at all");
     let refused = eventually(Duration::from_secs(10), || {
         let m = a.handle.metrics.encode();
-        async move { (metric_with(&m, "quackmesh_mesh_acl_refusals_total", "topic_gossip") >= 1.0).then_some(()) }
+        async move {
+            (metric_with(&m, "quackmesh_mesh_acl_refusals_total", "topic_gossip") >= 1.0)
+                .then_some(())
+        }
     })
     .await;
     assert!(refused.is_some(), "outsider's gossip was not refused");
-    c.handle.client.set_topic_members(&topic, Some(members)).await.unwrap();
+    c.handle
+        .client
+        .set_topic_members(&topic, Some(members))
+        .await
+        .unwrap();
     let err = c
         .handle
         .client
-        .publish(&topic, &GossipBody::Note { text: "again".into() })
+        .publish(
+            &topic,
+            &GossipBody::Note {
+                text: "again".into(),
+            },
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, quackmesh::mesh::MeshError::NotTopicMember { .. }), "{err}");
-    assert!(metric_with(&c.handle.metrics.encode(), "quackmesh_mesh_acl_refusals_total", "topic_publish") >= 1.0);
+    assert!(
+        matches!(err, quackmesh::mesh::MeshError::NotTopicMember { .. }),
+        "{err}"
+    );
+    assert!(
+        metric_with(
+            &c.handle.metrics.encode(),
+            "quackmesh_mesh_acl_refusals_total",
+            "topic_publish"
+        ) >= 1.0
+    );
     let _ = pc;
     for n in [c, b, a] {
         n.handle.shutdown().await;
@@ -448,7 +653,13 @@ async fn restart_keeps_peer_id_and_blobs() {
     let node = Node::start(cfg.clone()).await.unwrap();
     let peer = node.peer_id;
     let data = random_bytes(MIB + 5, 8);
-    let id = node.client.put_blob(data.clone()).await.unwrap().id().unwrap();
+    let id = node
+        .client
+        .put_blob(data.clone())
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     node.shutdown().await;
     // The store is released once every task is gone; allow a moment for blocking tasks.
     let again = eventually(Duration::from_secs(10), || {
@@ -459,7 +670,10 @@ async fn restart_keeps_peer_id_and_blobs() {
     .expect("restarted");
     assert_eq!(again.peer_id, peer);
     let blobs = again.client.blobs().clone();
-    let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id)).await.unwrap().unwrap();
+    let copy = tokio::task::spawn_blocking(move || blobs.read_all(&id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(copy, Some(data));
     again.shutdown().await;
 }
@@ -473,8 +687,20 @@ async fn quic_only_nodes_exchange_blobs_and_rpc() {
     assert!(a.addr().to_string().contains("quic-v1"));
     let b = TestNode::start_with(&[a.addr()], quic).await;
     let data = random_bytes(4 * MIB + 3, 21);
-    let id = a.handle.client.put_blob(data.clone()).await.unwrap().id().unwrap();
-    let report = b.handle.client.fetch_blob(id, FetchOptions::default()).await.unwrap();
+    let id = a
+        .handle
+        .client
+        .put_blob(data.clone())
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    let report = b
+        .handle
+        .client
+        .fetch_blob(id, FetchOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.chunks_fetched, 5);
     assert!(status_ok(&b.handle, &a.handle).await);
     b.handle.shutdown().await;
@@ -498,7 +724,11 @@ async fn api_and_cli_move_a_file_between_nodes() {
         .output()
         .await
         .unwrap();
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let id = String::from_utf8(put.stdout).unwrap().trim().to_owned();
     assert_eq!(id.len(), 64);
 
@@ -510,7 +740,11 @@ async fn api_and_cli_move_a_file_between_nodes() {
         .output()
         .await
         .unwrap();
-    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
     assert_eq!(std::fs::read(&output).unwrap(), data);
 
     let http = reqwest::Client::new();
@@ -523,7 +757,13 @@ async fn api_and_cli_move_a_file_between_nodes() {
         .await
         .unwrap();
     assert_eq!(info["peer_id"], b.peer_id().to_string());
-    assert!(info["connected_peers"].as_array().unwrap().iter().any(|p| p == &a.peer_id().to_string()));
+    assert!(
+        info["connected_peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == &a.peer_id().to_string())
+    );
     assert_eq!(info["blobs"], 1);
     let metrics = http
         .get(format!("{}/metrics", a.handle.api_url()))
@@ -545,12 +785,21 @@ async fn api_and_cli_move_a_file_between_nodes() {
     assert!(metric(&metrics, "quackmesh_mesh_blob_bytes_served_total") >= data.len() as f64);
 
     // Bad requests get clear errors and the node keeps answering.
-    let bad = http.get(format!("{}/api/blob/not-a-hash", a.handle.api_url())).send().await.unwrap();
+    let bad = http
+        .get(format!("{}/api/blob/not-a-hash", a.handle.api_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     let missing = tokio::process::Command::new(BIN)
         .args(["blob", "get", &"ab".repeat(32), "-o"])
         .arg(files.path().join("none"))
-        .args(["--from", &a.peer_id().to_string(), "--node", &b.handle.api_url()])
+        .args([
+            "--from",
+            &a.peer_id().to_string(),
+            "--node",
+            &b.handle.api_url(),
+        ])
         .env_clear()
         .output()
         .await
@@ -571,15 +820,30 @@ fn every_subcommand_has_help() {
         vec!["blob", "get", "--help"],
         vec!["blob", "status", "--help"],
     ] {
-        let out = std::process::Command::new(BIN).args(&args).output().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage"), "{args:?}: {text}");
     }
-    let out = std::process::Command::new(BIN).args(["node", "--help"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["node", "--help"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--provide", "--contribute", "--coordinator", "--data-dir", "--listen", "--bootstrap", "--api", "--mdns", "--config"] {
+    for flag in [
+        "--provide",
+        "--contribute",
+        "--coordinator",
+        "--data-dir",
+        "--listen",
+        "--bootstrap",
+        "--api",
+        "--mdns",
+        "--config",
+    ] {
         assert!(text.contains(flag), "{flag} missing from node --help");
     }
 }
-

@@ -77,7 +77,7 @@ impl Bitfield {
             return false;
         }
         match self.bits.last() {
-            Some(last) if chunks % 8 != 0 => last >> (chunks % 8) == 0,
+            Some(last) if !chunks.is_multiple_of(8) => last >> (chunks % 8) == 0,
             _ => true,
         }
     }

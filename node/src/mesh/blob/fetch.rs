@@ -150,9 +150,16 @@ async fn fetch_manifest(
     let deadline = Instant::now() + client.config().fetch_stall_timeout;
     loop {
         let holders = find_holders(client, id, opts).await;
-        let candidates: Vec<PeerId> = holders.iter().filter(|p| !bad.contains(p)).copied().collect();
+        let candidates: Vec<PeerId> = holders
+            .iter()
+            .filter(|p| !bad.contains(p))
+            .copied()
+            .collect();
         for peer in &candidates {
-            match client.blob_request(*peer, BlobRequest::Manifest { id }).await {
+            match client
+                .blob_request(*peer, BlobRequest::Manifest { id })
+                .await
+            {
                 Ok(BlobResponse::Manifest { bytes }) => {
                     let blobs = client.blobs().clone();
                     match blocking(move || blobs.insert_manifest(&id, &bytes)).await {
@@ -326,7 +333,10 @@ pub(crate) async fn run(
         }
         if !discovering
             && last_discovery.is_none_or(|t| now >= t + cfg.provider_refresh)
-            && opts.only_from.as_ref().is_none_or(|_| last_discovery.is_none())
+            && opts
+                .only_from
+                .as_ref()
+                .is_none_or(|_| last_discovery.is_none())
         {
             last_discovery = Some(now);
             discovering = true;

@@ -265,7 +265,10 @@ impl Scheduler {
 
     /// Holders not dropped.
     pub fn live_holders(&self) -> usize {
-        self.holders.values().filter(|h| h.dropped.is_none()).count()
+        self.holders
+            .values()
+            .filter(|h| h.dropped.is_none())
+            .count()
     }
 
     /// Whether any holder query (bitfield or chunk) is outstanding.
@@ -391,9 +394,9 @@ impl Scheduler {
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
-                    self.requested.get(i).is_some_and(|ps| {
-                        ps.len() < self.cfg.max_duplicates && !ps.contains(peer)
-                    })
+                    self.requested
+                        .get(i)
+                        .is_some_and(|ps| ps.len() < self.cfg.max_duplicates && !ps.contains(peer))
                 })
                 .collect();
             let requested = self.requested.clone();
@@ -542,7 +545,10 @@ mod tests {
             s.on_chunk_failed(peer, i, Failure::Busy, t0);
         }
         assert!(s.next_actions(t0 + Duration::from_millis(50)).is_empty());
-        assert_eq!(chunks(&s.next_actions(t0 + Duration::from_millis(150))).len(), 2);
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(150))).len(),
+            2
+        );
         assert!(s.dropped().is_empty());
     }
 
@@ -576,7 +582,10 @@ mod tests {
         s.add_complete_holder(fast);
         assert_eq!(chunks(&s.next_actions(now)), vec![(fast, 2)]);
         assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3)));
-        assert!(!s.on_chunk_ok(slow, 2, Bitfield::full(3)), "duplicate is not new");
+        assert!(
+            !s.on_chunk_ok(slow, 2, Bitfield::full(3)),
+            "duplicate is not new"
+        );
         assert_eq!(s.in_flight(), 0);
     }
 

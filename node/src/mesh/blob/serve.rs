@@ -6,7 +6,11 @@ use libp2p::PeerId;
 use crate::mesh::blob::{BlobError, BlobRequest, BlobResponse, BlobStore};
 
 /// The answer to `request` from `peer`.
-pub fn respond(store: &BlobStore, peer: &PeerId, request: &BlobRequest) -> Result<BlobResponse, BlobError> {
+pub fn respond(
+    store: &BlobStore,
+    peer: &PeerId,
+    request: &BlobRequest,
+) -> Result<BlobResponse, BlobError> {
     let id = request.id();
     if !store.is_allowed(&id, peer) {
         return Ok(BlobResponse::Denied);
@@ -62,7 +66,9 @@ mod tests {
             respond(&store, &peer, &BlobRequest::Manifest { id: unknown }).unwrap(),
             BlobResponse::NotFound
         );
-        store.set_acl(&id, Some([PeerId::random()].into_iter().collect())).unwrap();
+        store
+            .set_acl(&id, Some([PeerId::random()].into_iter().collect()))
+            .unwrap();
         assert_eq!(
             respond(&store, &peer, &BlobRequest::Have { id }).unwrap(),
             BlobResponse::Denied

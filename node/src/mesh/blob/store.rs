@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     hash::Hash32,
-    mesh::blob::{BlobError, BlobId, Bitfield, Manifest},
+    mesh::blob::{Bitfield, BlobError, BlobId, Manifest},
     store::{Batch, Db, RawTree, StoreError, Tree},
 };
 
@@ -94,17 +94,26 @@ pub struct BlobState {
 impl BlobState {
     /// Which chunks are stored (committed).
     pub fn have(&self) -> Bitfield {
-        self.have.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether chunk `index` is stored.
     pub fn has(&self, index: u32) -> bool {
-        self.have.read().unwrap_or_else(PoisonError::into_inner).get(index)
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
     }
 
     /// Whether every chunk is stored.
     pub fn is_complete(&self) -> bool {
-        self.have.read().unwrap_or_else(PoisonError::into_inner).is_full()
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_full()
     }
 }
 
@@ -278,7 +287,11 @@ impl BlobStore {
 
     /// Commits verified chunks of `id` in one transaction, marking the blob complete when the
     /// last one lands; peers are offered them only after the commit.
-    pub fn write_chunks(&self, id: &BlobId, chunks: &[VerifiedChunk]) -> Result<WriteOutcome, BlobError> {
+    pub fn write_chunks(
+        &self,
+        id: &BlobId,
+        chunks: &[VerifiedChunk],
+    ) -> Result<WriteOutcome, BlobError> {
         let state = self.state(id)?.ok_or(BlobError::UnknownBlob(*id))?;
         let mut have = state.have();
         let fresh: Vec<&VerifiedChunk> = chunks.iter().filter(|c| !have.get(c.index)).collect();
@@ -444,7 +457,10 @@ mod tests {
         let id = m.id().unwrap();
         assert!(s.is_complete(&id).unwrap());
         assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
-        assert_eq!(s.read_chunk(&id, 2).unwrap().unwrap(), d[2 * crate::mesh::blob::CHUNK_BYTES..]);
+        assert_eq!(
+            s.read_chunk(&id, 2).unwrap().unwrap(),
+            d[2 * crate::mesh::blob::CHUNK_BYTES..]
+        );
         assert_eq!(s.list().unwrap().len(), 1);
         assert_eq!(s.complete_count().unwrap(), 1);
     }
@@ -464,7 +480,13 @@ mod tests {
             s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
             s.add_wanted(&id).unwrap();
             let out = s.write_chunks(&id, &[chunk(0), chunk(2)]).unwrap();
-            assert_eq!(out, WriteOutcome { new_chunks: 2, complete: false });
+            assert_eq!(
+                out,
+                WriteOutcome {
+                    new_chunks: 2,
+                    complete: false
+                }
+            );
             assert_eq!(s.write_chunks(&id, &[chunk(0)]).unwrap().new_chunks, 0);
         }
         let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
@@ -497,7 +519,8 @@ mod tests {
         {
             let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
             assert!(s.is_allowed(&id, &stranger));
-            s.set_acl(&id, Some([friend].into_iter().collect())).unwrap();
+            s.set_acl(&id, Some([friend].into_iter().collect()))
+                .unwrap();
             assert!(s.is_allowed(&id, &friend));
             assert!(!s.is_allowed(&id, &stranger));
         }

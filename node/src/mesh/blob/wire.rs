@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mesh::{
-    blob::{BlobId, Bitfield, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES},
+    blob::{Bitfield, BlobId, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES},
     codec::CodecLimits,
 };
 
@@ -126,12 +126,17 @@ mod tests {
             BlobRequest::Chunk { id, index: 7 },
         ] {
             let b = encode_versioned(BLOB_VERSION, &r, MAX_BLOB_REQUEST_BYTES).unwrap();
-            let back: BlobRequest = decode_versioned(&b, MAX_BLOB_REQUEST_BYTES, BLOB_VERSION).unwrap();
+            let back: BlobRequest =
+                decode_versioned(&b, MAX_BLOB_REQUEST_BYTES, BLOB_VERSION).unwrap();
             assert_eq!(back.id(), id);
             assert_eq!(back, r);
             assert!(
-                decode_versioned::<BlobRequest>(&b[..b.len() - 2], MAX_BLOB_REQUEST_BYTES, BLOB_VERSION)
-                    .is_err()
+                decode_versioned::<BlobRequest>(
+                    &b[..b.len() - 2],
+                    MAX_BLOB_REQUEST_BYTES,
+                    BLOB_VERSION
+                )
+                .is_err()
             );
         }
         assert!(matches!(
