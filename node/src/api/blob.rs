@@ -4,7 +4,8 @@
 //! - `GET /api/blob/{id}[?from=PEER,...]` streams the blob, fetching it from the mesh first
 //!   if needed (only from the listed peers with `from`).
 //! - `GET /api/blob/{id}/status`: chunks stored, fetch progress and the last fetch report.
-//! - `POST /api/blob/{id}/fetch[?from=...]` starts a background fetch (202).
+//! - `POST /api/blob/{id}/fetch[?from=...]` starts a background fetch (202); with `wait=true`
+//!   it answers when the fetch is done (200, with the fetch report) or failed.
 //! - `PUT /api/blob/{id}/access` with `{"peers": [...]}` or `{"peers": null}` sets the
 //!   allow-list of a private blob.
 //! - `GET /api/blobs` lists stored blobs.
@@ -70,6 +71,9 @@ pub struct BlobStatus {
 pub struct FetchQuery {
     /// Comma-separated PeerIds to fetch from exclusively.
     pub from: Option<String>,
+    /// `POST .../fetch` only: wait for the fetch to finish.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 /// Body of `PUT /api/blob/{id}/access`.
@@ -233,6 +237,10 @@ pub async fn fetch(
     Query(q): Query<FetchQuery>,
 ) -> Result<(StatusCode, Json<BlobStatus>), ApiError> {
     let id = parse_id(&id)?;
+    if q.wait {
+        state.client.fetch_blob(id, options(&q)?).await?;
+        return Ok((StatusCode::OK, Json(status_of(&state, id).await?)));
+    }
     drop(state.client.start_fetch(id, options(&q)?));
     Ok((StatusCode::ACCEPTED, Json(status_of(&state, id).await?)))
 }

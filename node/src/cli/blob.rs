@@ -40,6 +40,18 @@ pub(crate) enum BlobCommand {
         #[arg(long, value_name = "URL", env = "QUACKMESH_NODE", default_value = DEFAULT_NODE_URL)]
         node: String,
     },
+    /// Make the node fetch blob HASH into its store (no download to this machine); waits and
+    /// prints the fetch report (JSON): chunks fetched, which peers served them, time taken.
+    Fetch {
+        /// The blob id.
+        hash: String,
+        /// Fetch only from this peer (repeatable); default: any holder found in the DHT.
+        #[arg(long, value_name = "PEER_ID")]
+        from: Vec<String>,
+        /// API URL of the node.
+        #[arg(long, value_name = "URL", env = "QUACKMESH_NODE", default_value = DEFAULT_NODE_URL)]
+        node: String,
+    },
     /// Show how much of blob HASH the node has and how its last fetch went (JSON).
     Status {
         /// The blob id.

@@ -27,6 +27,7 @@ pub(crate) async fn run(args: BlobArgs) -> anyhow::Result<()> {
             from,
             node,
         } => get(&http, &hash, &output, &from, &node).await,
+        BlobCommand::Fetch { hash, from, node } => fetch(&http, &hash, &from, &node).await,
         BlobCommand::Status { hash, node } => status(&http, &hash, &node).await,
     }
 }
@@ -152,6 +153,25 @@ async fn get(
     }
     std::fs::rename(&part, output).with_context(|| format!("cannot write {}", output.display()))?;
     eprintln!("wrote {} ({len} bytes, blob {id})", output.display());
+    Ok(())
+}
+
+async fn fetch(http: &reqwest::Client, hash: &str, from: &[String], node: &str) -> anyhow::Result<()> {
+    let id: Hash32 = hash.parse()?;
+    let mut url = format!("{}/api/blob/{id}/fetch?wait=true", node.trim_end_matches('/'));
+    if !from.is_empty() {
+        url.push_str(&format!("&from={}", from.join(",")));
+    }
+    let resp = http
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {node}"))?;
+    if !resp.status().is_success() {
+        bail!("fetch failed: {}", error_text(resp).await);
+    }
+    let v: serde_json::Value = resp.json().await?;
+    println!("{}", serde_json::to_string(&v["report"])?);
     Ok(())
 }
 

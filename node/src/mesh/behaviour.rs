@@ -46,6 +46,7 @@ pub const RPC_LIMITS: CodecLimits = CodecLimits {
     request_bytes: MAX_RPC_REQUEST_BYTES,
     response_bytes: MAX_RPC_RESPONSE_BYTES,
     version: RPC_VERSION,
+    response_prealloc_bytes: 64 * 1024,
 };
 
 /// The `agent_version` announced by identify.

@@ -34,6 +34,9 @@ pub struct CodecLimits {
     pub response_bytes: usize,
     /// The envelope version spoken.
     pub version: u16,
+    /// Buffer reserved up front for a response: the typical size, so that a 1 MiB chunk is
+    /// read without repeated reallocation and copying (never more than `response_bytes`).
+    pub response_prealloc_bytes: usize,
 }
 
 /// A request-response codec for `Req`/`Resp` with explicit limits.
@@ -58,12 +61,14 @@ impl<Req, Resp> Clone for CborCodec<Req, Resp> {
     }
 }
 
-/// Reads the whole stream, but never more than `limit + 1` bytes.
+/// Reads the whole stream, but never more than `limit + 1` bytes, into a buffer that starts
+/// at `prealloc` bytes.
 pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     limit: usize,
+    prealloc: usize,
 ) -> io::Result<Result<Vec<u8>, MessageError>> {
-    let mut buf = Vec::with_capacity(READ_BUFFER_BYTES.min(limit + 1));
+    let mut buf = Vec::with_capacity(prealloc.min(limit + 1));
     io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
     if buf.len() > limit {
         return Ok(Err(MessageError::TooLarge {
@@ -91,7 +96,7 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        let decoded = read_capped(io, self.limits.request_bytes)
+        let decoded = read_capped(io, self.limits.request_bytes, READ_BUFFER_BYTES)
             .await?
             .and_then(|b| decode_versioned(&b, self.limits.request_bytes, self.limits.version));
         Ok(match decoded {
@@ -104,7 +109,11 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_capped(io, self.limits.response_bytes)
+        read_capped(
+            io,
+            self.limits.response_bytes,
+            self.limits.response_prealloc_bytes,
+        )
             .await?
             .and_then(|b| decode_versioned(&b, self.limits.response_bytes, self.limits.version))
             .map_err(invalid_data)
@@ -157,6 +166,7 @@ mod tests {
             request_bytes: 64,
             response_bytes: 256,
             version: RPC_VERSION,
+            response_prealloc_bytes: 64,
         })
     }
 

@@ -788,24 +788,32 @@ impl EventLoop {
     }
 
     fn on_served(&mut self, served: Served) {
-        match &served.response {
-            BlobResponse::Chunk { data, .. } => {
-                self.metrics.blob_chunks_served.inc();
-                self.metrics.blob_bytes_served.inc_by(data.len() as u64);
-            }
+        let chunk_bytes = match &served.response {
+            BlobResponse::Chunk { data, .. } => Some(data.len() as u64),
             BlobResponse::Denied => {
                 self.metrics.acl_refusal("blob");
                 tracing::warn!(target: "mesh::acl", peer_id = %served.peer, "blob request from a peer not on the allow-list");
+                None
             }
-            _ => {}
-        }
+            _ => None,
+        };
         let sent = self
             .swarm
             .behaviour_mut()
             .blob
             .send_response(served.channel, served.response);
-        if sent.is_err() && served.slot && self.uploads.finish(&served.request_id) {
-            self.pump_uploads();
+        match (sent, chunk_bytes) {
+            (Ok(()), Some(bytes)) => {
+                self.metrics.blob_chunks_served.inc();
+                self.metrics.blob_bytes_served.inc_by(bytes);
+            }
+            (Ok(()), None) => {}
+            (Err(_), _) => {
+                // The requester gave up (timeout, disconnect): free its slot now.
+                if served.slot && self.uploads.finish(&served.request_id) {
+                    self.pump_uploads();
+                }
+            }
         }
     }
 }

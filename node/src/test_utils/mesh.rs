@@ -256,7 +256,7 @@ impl request_response::Codec for RawCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
-        read_capped(io, RAW_RESPONSE_BYTES)
+        read_capped(io, RAW_RESPONSE_BYTES, 4096)
             .await?
             .map_err(std::io::Error::other)
     }
@@ -266,7 +266,7 @@ impl request_response::Codec for RawCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
-        read_capped(io, RAW_RESPONSE_BYTES)
+        read_capped(io, RAW_RESPONSE_BYTES, 4096)
             .await?
             .map_err(std::io::Error::other)
     }

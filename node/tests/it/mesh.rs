@@ -819,6 +819,7 @@ fn every_subcommand_has_help() {
         vec!["blob", "put", "--help"],
         vec!["blob", "get", "--help"],
         vec!["blob", "status", "--help"],
+        vec!["blob", "fetch", "--help"],
     ] {
         let out = std::process::Command::new(BIN)
             .args(&args)

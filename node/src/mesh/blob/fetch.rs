@@ -25,9 +25,10 @@ use crate::mesh::{
 };
 
 /// Verified chunks waiting for the writer.
-const WRITE_QUEUE_CHUNKS: usize = 32;
-/// Chunks committed per transaction at most.
-const WRITE_BATCH_CHUNKS: usize = 8;
+const WRITE_QUEUE_CHUNKS: usize = 64;
+/// Chunks committed per transaction at most (a commit costs an fsync: batch what has queued
+/// up while the previous one ran).
+const WRITE_BATCH_CHUNKS: usize = 32;
 /// How often the driver wakes up without events (backoffs, bitfield refreshes).
 const TICK: Duration = Duration::from_millis(50);
 

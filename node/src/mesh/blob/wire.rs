@@ -26,6 +26,8 @@ pub const BLOB_LIMITS: CodecLimits = CodecLimits {
     request_bytes: MAX_BLOB_REQUEST_BYTES,
     response_bytes: MAX_BLOB_RESPONSE_BYTES,
     version: BLOB_VERSION,
+    // A chunk, its bitfield and the CBOR framing.
+    response_prealloc_bytes: MAX_CHUNK_BYTES + 16 * 1024,
 };
 
 /// A request to a blob holder.
