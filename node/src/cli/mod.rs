@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod chain;
 pub(crate) mod learn;
+pub(crate) mod blob;
+pub(crate) mod node;
 
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in
 /// $DUCK on DuckChain.
@@ -22,6 +24,10 @@ pub(crate) struct Cli {
 /// Top-level subcommands; each area adds its own.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run a node (see `quackmesh node --help`).
+    Node(node::NodeArgs),
+    /// Put and get blobs through a running node.
+    Blob(blob::BlobArgs),
     /// On-chain contracts: deploy them (`chain deploy`), show a deployment (`chain info`).
     #[command(subcommand)]
     Chain(chain::ChainCommand),

@@ -2,11 +2,15 @@
 
 use crate::cli::Command;
 
+mod blob;
 mod chain;
 mod learn;
+mod node;
 
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Node(args) => node::run(args).await,
+        Command::Blob(args) => blob::run(args).await,
         Command::Chain(cmd) => chain::run_chain(cmd).await,
         Command::Wallet(cmd) => chain::run_wallet(cmd).await,
         Command::Market(cmd) => chain::run_market(cmd).await,

@@ -95,6 +95,15 @@ impl<V> Copy for Tree<V> {}
 /// A tree of raw byte values (blob chunks and other payloads stored as-is).
 pub type RawTree = Tree<Vec<u8>>;
 
+/// Marker for trees whose values are plain bytes with no encoding at all (bulk payloads such
+/// as blob chunks: no CBOR wrapping, so one copy fewer each way). Read and write them only with
+/// [`Db::get_plain`]/[`Db::put_plain`]/[`Batch::put_plain`]; `get`/`put` do not compile for them.
+#[derive(Debug)]
+pub enum Plain {}
+
+/// A tree of plain byte values (see [`Plain`]).
+pub type PlainTree = Tree<Plain>;
+
 /// A cloneable handle to the node's store.
 #[derive(Clone)]
 pub struct Db {
@@ -248,6 +257,18 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Stores plain bytes under `key` (no encoding).
+    pub fn put_plain(
+        &mut self,
+        tree: PlainTree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(tree.def())?;
+        table.insert(key, value)?;
+        Ok(())
+    }
+
     /// Removes `key`; returns whether it was present.
     pub fn remove<V>(&mut self, tree: Tree<V>, key: &[u8]) -> Result<bool, StoreError> {
         let mut table = self.txn.open_table(tree.def())?;
@@ -293,6 +314,22 @@ impl Db {
         let v: Option<serde_bytes::ByteBuf> = self.get(Tree::new(tree.name), key)?;
         Ok(v.map(|b| b.into_vec()))
     }
+
+    /// Stores plain bytes (no encoding); durable on return.
+    pub fn put_plain(&self, tree: PlainTree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.write(|w| w.put_plain(tree, key, value))
+    }
+
+    /// Reads plain bytes.
+    pub fn get_plain(&self, tree: PlainTree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.inner.begin_read()?;
+        let table = match txn.open_table(tree.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +345,20 @@ mod tests {
 
     const RECS: Tree<Rec> = Tree::new("recs");
     const CHUNKS: RawTree = Tree::new("chunks");
+    const PLAIN: PlainTree = Tree::new("plain");
+
+    #[test]
+    fn plain_bytes_round_trip_unencoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_dir(dir.path()).unwrap();
+        db.put_plain(PLAIN, b"k", &[1, 2, 3]).unwrap();
+        db.write(|b| b.put_plain(PLAIN, b"j", b"xyz")).unwrap();
+        assert_eq!(db.get_plain(PLAIN, b"k").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(db.get_plain(PLAIN, b"j").unwrap(), Some(b"xyz".to_vec()));
+        assert_eq!(db.get_plain(PLAIN, b"none").unwrap(), None);
+        assert!(db.contains(PLAIN, b"k").unwrap());
+        assert_eq!(db.len(PLAIN).unwrap(), 2);
+    }
 
     #[test]
     fn put_get_survives_reopen() {

@@ -1,0 +1,505 @@
+//! Link benchmark of the mesh: one blob over one loopback link, TCP+Noise+Yamux and QUIC,
+//! against a plain TCP copy of the same bytes and against the encryption ceiling, all measured
+//! in this run. Both transports negotiate ChaCha20-Poly1305 through ring (Noise via snow's ring
+//! resolver; QUIC via libp2p-tls, which puts TLS_CHACHA20_POLY1305_SHA256 first), so the
+//! ceiling is ring's ChaCha20-Poly1305 sealing the same bytes on one core.
+//!
+//! Also measured, to show where the time goes: BLAKE3 chunk hashing, redb chunk commits, and
+//! the request pipeline alone (chunk requests answered from the store, nothing verified or
+//! written by the fetcher).
+//!
+//! Run: `cargo bench --bench mesh` (env `QM_BENCH_MIB`, default 128; `QM_BENCH_RUNS`, default 3;
+//! the best run of each is reported).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use quackmesh::{
+    config::NodeConfig,
+    hash::Hash32,
+    mesh::blob::{BlobRequest, BlobResponse, BlobStore, FetchOptions, Manifest, VerifiedChunk},
+    node::{Node, NodeHandle},
+    store::Db,
+};
+use ring::aead;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const MIB: usize = 1024 * 1024;
+/// Largest Noise transport message plaintext (65535 minus the 16-byte tag).
+const NOISE_RECORD: usize = 65_535 - 16;
+/// A QUIC packet's payload on loopback after MTU discovery (about 1452 bytes per datagram).
+const QUIC_RECORD: usize = 1_400;
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn best<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Duration {
+    (0..runs).map(|_| f()).min().unwrap_or_default()
+}
+
+/// Seals `data` in records of `record` bytes with ring's ChaCha20-Poly1305 (one core).
+fn seal(data: &[u8], record: usize) -> Duration {
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &[7u8; 32]).expect("key"),
+    );
+    let mut buf = vec![0u8; record];
+    let start = Instant::now();
+    for (n, chunk) in data.chunks(record).enumerate() {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&(n as u64).to_le_bytes());
+        let buf = &mut buf[..chunk.len()];
+        buf.copy_from_slice(chunk);
+        let tag = key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                buf,
+            )
+            .expect("seal");
+        let _ = std::hint::black_box(tag);
+    }
+    start.elapsed()
+}
+
+fn hash_chunks(data: &[u8]) -> Duration {
+    let start = Instant::now();
+    for c in data.chunks(MIB) {
+        std::hint::black_box(Hash32::of(c));
+    }
+    start.elapsed()
+}
+
+/// Commits every chunk of `data` into a fresh store, 8 per transaction (as a fetch does).
+fn store_writes(data: &[u8]) -> Duration {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = BlobStore::open(Db::open_dir(dir.path()).expect("db")).expect("store");
+    let m = Manifest::for_bytes(data);
+    let id = m.id().expect("id");
+    store
+        .insert_manifest(&id, &m.encode().expect("encode"))
+        .expect("manifest");
+    let chunks: Vec<VerifiedChunk> = (0..m.chunk_count())
+        .map(|i| {
+            let r = m.chunk_range(i);
+            VerifiedChunk::check(&m, i, data[r.start as usize..r.end as usize].to_vec())
+                .expect("chunk")
+        })
+        .collect();
+    let per_txn: usize = std::env::var("QM_TXN_CHUNKS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let start = Instant::now();
+    for batch in chunks.chunks(per_txn) {
+        store.write_chunks(&id, batch).expect("write");
+    }
+    start.elapsed()
+}
+
+async fn tcp_copy(data: Arc<Vec<u8>>) -> Duration {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let len = data.len();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut buf = vec![0u8; MIB];
+        let mut got = 0;
+        while got < len {
+            let n = s.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    let start = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    for c in data.chunks(MIB) {
+        s.write_all(c).await.expect("write");
+    }
+    s.flush().await.expect("flush");
+    let got = reader.await.expect("reader");
+    assert_eq!(got, len);
+    start.elapsed()
+}
+
+async fn node(
+    dir: &std::path::Path,
+    listen: &str,
+    bootstrap: Vec<libp2p::Multiaddr>,
+) -> NodeHandle {
+    let mut c = NodeConfig::new(dir);
+    if let Some(depth) = std::env::var("QM_BENCH_DEPTH").ok().and_then(|v| v.parse().ok()) {
+        c.mesh.fetch.per_peer = depth;
+        c.mesh.fetch.total = c.mesh.fetch.total.max(depth);
+        c.mesh.upload_slots = depth;
+        c.mesh.upload_queue_per_peer = c.mesh.upload_queue_per_peer.max(depth);
+    }
+    c.listen = vec![listen.parse().expect("multiaddr")];
+    c.api_addr = "127.0.0.1:0".parse().expect("addr");
+    c.bootstrap = bootstrap;
+    Node::start(c).await.expect("node")
+}
+
+/// Chunk requests `per_peer` at a time, answered from the origin's store; nothing verified
+/// or stored on our side.
+async fn pipeline(
+    fetcher: &NodeHandle,
+    origin: libp2p::PeerId,
+    id: Hash32,
+    chunks: u32,
+    per_peer: usize,
+) -> (usize, Duration) {
+    let start = Instant::now();
+    let bytes: usize = futures::stream::iter(0..chunks)
+        .map(|index| {
+            let c = fetcher.client.clone();
+            async move {
+                match c
+                    .blob_request(origin, BlobRequest::Chunk { id, index })
+                    .await
+                {
+                    Ok(BlobResponse::Chunk { data, .. }) => data.len(),
+                    other => panic!("chunk {index}: {other:?}"),
+                }
+            }
+        })
+        .buffer_unordered(per_peer)
+        .fold(0, |a, b| async move { a + b })
+        .await;
+    (bytes, start.elapsed())
+}
+
+/// A codec that moves raw bytes, for the transport-only measurement.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &libp2p::StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        futures::AsyncReadExt::read_to_end(io, &mut v).await?;
+        Ok(v)
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &libp2p::StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(MIB + 1024);
+        futures::AsyncReadExt::read_to_end(io, &mut v).await?;
+        Ok(v)
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &libp2p::StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        futures::AsyncWriteExt::write_all(io, &req).await
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &libp2p::StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()> {
+        futures::AsyncWriteExt::write_all(io, &res).await
+    }
+}
+
+fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>> {
+    use libp2p::{noise, request_response as rr, tcp, yamux};
+    let behaviour = |_: &libp2p::identity::Keypair| {
+        rr::Behaviour::with_codec(
+            RawCodec,
+            [(libp2p::StreamProtocol::new("/bench/raw/1"), rr::ProtocolSupport::Full)],
+            rr::Config::default().with_request_timeout(Duration::from_secs(60)),
+        )
+    };
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    if quic {
+        let mtu: Option<u16> = std::env::var("QM_QUIC_MTU").ok().and_then(|v| v.parse().ok());
+        builder
+            .with_quic_config(|mut c| {
+                c.max_stream_data = 16 * 1024 * 1024;
+                c.max_connection_data = 64 * 1024 * 1024;
+                match mtu {
+                    Some(m) => c.mtu_upper_bound(m),
+                    None => c,
+                }
+            })
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .build()
+    } else {
+        builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .expect("tcp")
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .build()
+    }
+}
+
+/// libp2p alone: 1 MiB responses from memory, `depth` requests in flight, no store, no CBOR.
+async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
+    use libp2p::{request_response as rr, swarm::SwarmEvent};
+    let mut server = raw_swarm(quic);
+    let listen = if quic { "/ip4/127.0.0.1/udp/0/quic-v1" } else { "/ip4/127.0.0.1/tcp/0" };
+    server.listen_on(listen.parse().expect("addr")).expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    let payload = vec![0xA5u8; MIB];
+    let server_task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(rr::Event::Message {
+                message: rr::Message::Request { channel, .. },
+                ..
+            }) = server.select_next_some().await
+            {
+                let _ = server.behaviour_mut().send_response(channel, payload.clone());
+            }
+        }
+    });
+    let mut client = raw_swarm(quic);
+    client.dial(addr.with_p2p(server_id).expect("p2p")).expect("dial");
+    loop {
+        if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
+            break;
+        }
+    }
+    let chunks = total / MIB;
+    let start = Instant::now();
+    let (mut sent, mut done) = (0, 0);
+    while sent < depth.min(chunks) {
+        client.behaviour_mut().send_request(&server_id, vec![1]);
+        sent += 1;
+    }
+    while done < chunks {
+        if let SwarmEvent::Behaviour(rr::Event::Message {
+            message: rr::Message::Response { response, .. },
+            ..
+        }) = client.select_next_some().await
+        {
+            assert_eq!(response.len(), MIB);
+            done += 1;
+            if sent < chunks {
+                client.behaviour_mut().send_request(&server_id, vec![1]);
+                sent += 1;
+            }
+        }
+    }
+    let d = start.elapsed();
+    server_task.abort();
+    d
+}
+
+struct Link {
+    pipeline: Duration,
+    fetch: Duration,
+}
+
+async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link {
+    let odir = tempfile::tempdir().expect("dir");
+    let origin = node(odir.path(), listen, vec![]).await;
+    let m = origin
+        .client
+        .put_blob(blob.as_ref().clone())
+        .await
+        .expect("put");
+    let id = m.id().expect("id");
+    let boot = origin.p2p_addrs();
+    let mut best_pipe = Duration::MAX;
+    let mut best_fetch = Duration::MAX;
+    for run in 0..runs {
+        let fdir = tempfile::tempdir().expect("dir");
+        let fetcher = node(fdir.path(), listen, boot.clone()).await;
+        // Warm the connection up (dial, identify) before timing.
+        let _ = fetcher
+            .client
+            .blob_request(origin.peer_id, BlobRequest::Have { id })
+            .await;
+        let per_peer = fetcher.client.config().fetch.per_peer;
+        let (bytes, d) = pipeline(&fetcher, origin.peer_id, id, m.chunk_count(), per_peer).await;
+        assert_eq!(bytes, blob.len());
+        best_pipe = best_pipe.min(d);
+        let opts = FetchOptions {
+            only_from: Some(vec![origin.peer_id]),
+            announce: false,
+            ..FetchOptions::default()
+        };
+        let start = Instant::now();
+        let report = fetcher.client.fetch_blob(id, opts).await.expect("fetch");
+        let d = start.elapsed();
+        assert_eq!(report.chunks_fetched, m.chunk_count());
+        best_fetch = best_fetch.min(d);
+        eprintln!(
+            "  {name} run {run}: pipeline {:.0} MB/s, fetch {:.0} MB/s",
+            mbps(bytes, best_pipe),
+            mbps(blob.len(), d)
+        );
+        fetcher.shutdown().await;
+    }
+    origin.shutdown().await;
+    Link {
+        pipeline: best_pipe,
+        fetch: best_fetch,
+    }
+}
+
+fn main() {
+    let mib: usize = std::env::var("QM_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let runs: usize = std::env::var("QM_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let blob = Arc::new(data(mib * MIB));
+    let len = blob.len();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if std::env::var("QM_PROFILE_STORE").is_ok() {
+        for _ in 0..runs {
+            println!("store: {:.0} MB/s", mbps(len, store_writes(&blob)));
+        }
+        return;
+    }
+    if let Ok(p) = std::env::var("QM_PROFILE_RAW") {
+        for _ in 0..runs {
+            let d = rt.block_on(raw_transport(p == "quic", len, 4));
+            println!("raw {p}: {:.0} MB/s", mbps(len, d));
+        }
+        return;
+    }
+
+    let seal_noise = best(runs, || seal(&blob, NOISE_RECORD));
+    let seal_quic = best(runs, || seal(&blob, QUIC_RECORD));
+    let hashing = best(runs, || hash_chunks(&blob));
+    let writes = best(runs, || store_writes(&blob));
+    let tcp = rt.block_on(async {
+        let mut b = Duration::MAX;
+        for _ in 0..runs {
+            b = b.min(tcp_copy(blob.clone()).await);
+        }
+        b
+    });
+    let depth: usize = std::env::var("QM_BENCH_DEPTH").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let raw_tcp = rt.block_on(async {
+        let mut b = Duration::MAX;
+        for _ in 0..runs {
+            b = b.min(raw_transport(false, len, depth).await);
+        }
+        b
+    });
+    let raw_quic = rt.block_on(async {
+        let mut b = Duration::MAX;
+        for _ in 0..runs {
+            b = b.min(raw_transport(true, len, depth).await);
+        }
+        b
+    });
+    println!("  libp2p request-response alone, TCP+Noise+Yamux: {:.0} MB/s, QUIC: {:.0} MB/s (1 MiB responses, {depth} in flight)", mbps(len, raw_tcp), mbps(len, raw_quic));
+    let only = std::env::var("QM_BENCH_ONLY").unwrap_or_default();
+    let run_link = |name: &str, listen: &str| {
+        if only.is_empty() || name.starts_with(only.as_str()) {
+            rt.block_on(link(name, listen, blob.clone(), runs))
+        } else {
+            Link {
+                pipeline: Duration::MAX,
+                fetch: Duration::MAX,
+            }
+        }
+    };
+    let tcp_link = run_link("tcp+noise+yamux", "/ip4/127.0.0.1/tcp/0");
+    let quic_link = run_link("quic", "/ip4/127.0.0.1/udp/0/quic-v1");
+
+    let ceiling = mbps(len, seal_noise);
+    println!(
+        "mesh link benchmark: {mib} MiB blob, best of {runs} runs, loopback, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "  cipher ceiling  ChaCha20-Poly1305 (ring, 64 KiB records, 1 core) {:>8.0} MB/s",
+        ceiling
+    );
+    println!(
+        "  cipher          ChaCha20-Poly1305 (ring, 1400 B records, 1 core) {:>8.0} MB/s",
+        mbps(len, seal_quic)
+    );
+    println!(
+        "  BLAKE3 1 MiB chunks (1 core)                                     {:>8.0} MB/s",
+        mbps(len, hashing)
+    );
+    println!(
+        "  redb chunk commits (8 chunks per transaction)                    {:>8.0} MB/s",
+        mbps(len, writes)
+    );
+    println!(
+        "  plain TCP copy                                                   {:>8.0} MB/s",
+        mbps(len, tcp)
+    );
+    for (name, l) in [("TCP+Noise+Yamux", &tcp_link), ("QUIC", &quic_link)] {
+        let fetch = mbps(len, l.fetch);
+        let pipe = mbps(len, l.pipeline);
+        println!(
+            "  {name:<16} chunk pipeline only                              {pipe:>8.0} MB/s  {:.2}x ceiling",
+            pipe / ceiling
+        );
+        println!(
+            "  {name:<16} blob fetch                                       {fetch:>8.0} MB/s  {:.2}x ceiling  {:.2}x plain TCP",
+            fetch / ceiling,
+            fetch / mbps(len, tcp)
+        );
+    }
+    let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch));
+    println!(
+        "  faster transport: {:.2}x the cipher ceiling (target >= 0.5x)",
+        best_fetch / ceiling
+    );
+}

@@ -1,0 +1,75 @@
+//! Arguments of `quackmesh node`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+use libp2p::Multiaddr;
+use quackmesh::config::ConfigLayer;
+
+/// Run a QuackMesh node: join the mesh, serve the HTTP API, until Ctrl-C or SIGTERM.
+///
+/// Prints `peer_id: ...`, one `listen: ...` line per address (with /p2p/ suffix, ready to be
+/// another node's --bootstrap) and `api: http://...` on stdout. Settings come from these flags,
+/// then the --config TOML file, then QUACKMESH_* environment variables (QUACKMESH_DATA_DIR,
+/// QUACKMESH_LISTEN, QUACKMESH_BOOTSTRAP (comma-separated), QUACKMESH_API, QUACKMESH_PROVIDE,
+/// QUACKMESH_CONTRIBUTE, QUACKMESH_COORDINATOR, QUACKMESH_MDNS, QUACKMESH_UPLOAD_RATE,
+/// QUACKMESH_MAX_BLOB_BYTES), then defaults.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Offer this machine on the compute marketplace (shown in /api/node; behaviour comes with
+    /// the marketplace).
+    #[arg(long)]
+    pub(crate) provide: bool,
+    /// Train on local data for jobs (shown in /api/node; behaviour comes with training jobs).
+    #[arg(long)]
+    pub(crate) contribute: bool,
+    /// Stand for election as a job coordinator (shown in /api/node; behaviour comes later).
+    #[arg(long)]
+    pub(crate) coordinator: bool,
+    /// Directory for the identity key and the store [default: ~/.quackmesh].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Multiaddr to listen on; repeat for several [default: /ip4/127.0.0.1/tcp/0 and
+    /// /ip4/127.0.0.1/udp/0/quic-v1].
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) listen: Vec<Multiaddr>,
+    /// Peer to dial at start, e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3...; repeat for several.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    /// Address of the HTTP API; port 0 picks a free one [default: 127.0.0.1:7720].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) api: Option<SocketAddr>,
+    /// Discover peers on the local network with mDNS (multicast; off by default).
+    #[arg(long)]
+    pub(crate) mdns: bool,
+    /// Limit blob uploads to this many bytes per second [default: unlimited].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub(crate) upload_rate: Option<u64>,
+    /// Largest blob accepted by POST /api/blob, in bytes [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_blob_bytes: Option<u64>,
+    /// TOML file with the same settings (keys: data_dir, listen, bootstrap, api, provide,
+    /// contribute, coordinator, mdns, upload_rate, max_blob_bytes).
+    #[arg(long, value_name = "FILE", env = "QUACKMESH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The flags as the highest configuration layer (absent flags leave the field unset).
+    pub(crate) fn layer(&self) -> ConfigLayer {
+        let flag = |on: bool| on.then_some(true);
+        let list = |v: &Vec<Multiaddr>| (!v.is_empty()).then(|| v.clone());
+        ConfigLayer {
+            data_dir: self.data_dir.clone(),
+            listen: list(&self.listen),
+            bootstrap: list(&self.bootstrap),
+            api: self.api,
+            provide: flag(self.provide),
+            contribute: flag(self.contribute),
+            coordinator: flag(self.coordinator),
+            mdns: flag(self.mdns),
+            upload_rate: self.upload_rate,
+            max_blob_bytes: self.max_blob_bytes,
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The node's configuration, layered. Precedence, highest first: command-line flags, the TOML
+//! file given with `--config`, `QUACKMESH_*` environment variables, built-in defaults. Each
+//! source becomes a [`ConfigLayer`] (every field optional); layers are merged field by field
+//! (a list in a higher layer replaces the lower one) and resolved into a [`NodeConfig`].
+//!
+//! Defaults keep a node to itself: it listens on 127.0.0.1 (TCP and QUIC, random ports),
+//! serves its API on 127.0.0.1:7720, has no bootstrap peers and no mDNS.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::mesh::MeshConfig;
+
+/// Prefix of the environment variables read.
+pub const ENV_PREFIX: &str = "QUACKMESH_";
+/// Default API address (a fixed port so that `quackmesh blob ...` finds the local node).
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7720";
+/// Default listen addresses: loopback only, TCP and QUIC, ports chosen by the OS.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"];
+/// Default cap on one blob uploaded through the API (it is held in memory while chunked).
+pub const DEFAULT_MAX_BLOB_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Errors reading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The config file is not valid TOML for our keys (unknown keys are errors too).
+    #[error("invalid config file {path}: {reason}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An environment variable holds a value that does not parse.
+    #[error("invalid value {value:?} in {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+}
+
+/// Which roles the node runs. Later issues give them behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    /// Rents out this machine (`--provide`).
+    pub provide: bool,
+    /// Trains on local data (`--contribute`).
+    pub contribute: bool,
+    /// Stands for election as a job coordinator (`--coordinator`).
+    pub coordinator: bool,
+}
+
+impl Roles {
+    /// The names of the roles switched on.
+    pub fn names(&self) -> Vec<String> {
+        [
+            (self.provide, "provide"),
+            (self.contribute, "contribute"),
+            (self.coordinator, "coordinator"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| n.to_owned())
+        .collect()
+    }
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the identity key and the store live.
+    pub data_dir: PathBuf,
+    /// Multiaddrs to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (`/p2p/<PeerId>` suffix recommended).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Address of the HTTP API (port 0: any free port).
+    pub api_addr: SocketAddr,
+    /// Roles switched on.
+    pub roles: Roles,
+    /// Largest blob accepted by `POST /api/blob`.
+    pub max_blob_bytes: u64,
+    /// Mesh tuning (mDNS and the upload rate come from the layers).
+    pub mesh: MeshConfig,
+}
+
+impl NodeConfig {
+    /// Defaults with `data_dir` (what `ConfigLayer::default().resolve()` gives, but with the
+    /// data dir set).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ConfigLayer {
+            data_dir: Some(data_dir.into()),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+    }
+}
+
+/// One source of configuration; `None` means "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen multiaddrs.
+    pub listen: Option<Vec<Multiaddr>>,
+    /// Bootstrap multiaddrs.
+    pub bootstrap: Option<Vec<Multiaddr>>,
+    /// API socket address.
+    pub api: Option<SocketAddr>,
+    /// Provider role.
+    pub provide: Option<bool>,
+    /// Contributor role.
+    pub contribute: Option<bool>,
+    /// Coordinator-eligible role.
+    pub coordinator: Option<bool>,
+    /// mDNS discovery.
+    pub mdns: Option<bool>,
+    /// Upload rate limit for blob chunks, bytes per second.
+    pub upload_rate: Option<u64>,
+    /// Largest blob accepted by the API, bytes.
+    pub max_blob_bytes: Option<u64>,
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            reason: "expected true/false, yes/no, on/off or 1/0".into(),
+        }),
+    }
+}
+
+fn parse_one<T: std::str::FromStr>(var: &str, value: &str, what: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        reason: format!("expected {what}: {e}"),
+    })
+}
+
+fn parse_list<T: std::str::FromStr>(
+    var: &str,
+    value: &str,
+    what: &str,
+) -> Result<Vec<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_one(var, s, what))
+        .collect()
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".quackmesh"))
+        .unwrap_or_else(|| PathBuf::from(".quackmesh"))
+}
+
+impl ConfigLayer {
+    /// Parses TOML text (keys as the fields of this struct; unknown keys are errors).
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads a TOML file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Reads `QUACKMESH_*` variables from `vars` (pass `std::env::vars()`); other variables
+    /// and unknown `QUACKMESH_*` ones (other modules' settings) are ignored. Lists are
+    /// comma-separated.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut layer = Self::default();
+        for (var, value) in vars {
+            let Some(key) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            match key {
+                "DATA_DIR" => layer.data_dir = Some(PathBuf::from(&value)),
+                "LISTEN" => layer.listen = Some(parse_list(&var, &value, "multiaddrs")?),
+                "BOOTSTRAP" => layer.bootstrap = Some(parse_list(&var, &value, "multiaddrs")?),
+                "API" => layer.api = Some(parse_one(&var, &value, "host:port")?),
+                "PROVIDE" => layer.provide = Some(parse_bool(&var, &value)?),
+                "CONTRIBUTE" => layer.contribute = Some(parse_bool(&var, &value)?),
+                "COORDINATOR" => layer.coordinator = Some(parse_bool(&var, &value)?),
+                "MDNS" => layer.mdns = Some(parse_bool(&var, &value)?),
+                "UPLOAD_RATE" => {
+                    layer.upload_rate = Some(parse_one(&var, &value, "bytes per second")?)
+                }
+                "MAX_BLOB_BYTES" => {
+                    layer.max_blob_bytes = Some(parse_one(&var, &value, "bytes")?);
+                }
+                _ => {}
+            }
+        }
+        Ok(layer)
+    }
+
+    /// Merges two layers: fields set in `self` win over `lower`.
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            bootstrap: self.bootstrap.or(lower.bootstrap),
+            api: self.api.or(lower.api),
+            provide: self.provide.or(lower.provide),
+            contribute: self.contribute.or(lower.contribute),
+            coordinator: self.coordinator.or(lower.coordinator),
+            mdns: self.mdns.or(lower.mdns),
+            upload_rate: self.upload_rate.or(lower.upload_rate),
+            max_blob_bytes: self.max_blob_bytes.or(lower.max_blob_bytes),
+        }
+    }
+
+    /// Fills what is unset with the defaults.
+    pub fn resolve(self) -> NodeConfig {
+        let mesh = MeshConfig {
+            mdns: self.mdns.unwrap_or(false),
+            upload_bytes_per_sec: self.upload_rate.filter(|r| *r > 0),
+            ..MeshConfig::default()
+        };
+        NodeConfig {
+            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            listen: self.listen.unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .collect()
+            }),
+            bootstrap: self.bootstrap.unwrap_or_default(),
+            api_addr: self
+                .api
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7720))),
+            roles: Roles {
+                provide: self.provide.unwrap_or(false),
+                contribute: self.contribute.unwrap_or(false),
+                coordinator: self.coordinator.unwrap_or(false),
+            },
+            max_blob_bytes: self.max_blob_bytes.unwrap_or(DEFAULT_MAX_BLOB_BYTES),
+            mesh,
+        }
+    }
+}
+
+/// Resolves the configuration from flags, an optional TOML file and environment variables, in
+/// that order of precedence.
+pub fn layered(
+    flags: ConfigLayer,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<NodeConfig, ConfigError> {
+    let file = match file {
+        Some(p) => ConfigLayer::from_toml_file(p)?,
+        None => ConfigLayer::default(),
+    };
+    let env = ConfigLayer::from_env(env)?;
+    Ok(flags.or(file).or(env).resolve())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_stay_on_loopback() {
+        let c = ConfigLayer::default().resolve();
+        assert_eq!(c.api_addr.to_string(), DEFAULT_API_ADDR);
+        assert_eq!(c.listen.len(), 2);
+        assert!(
+            c.listen
+                .iter()
+                .all(|a| a.to_string().starts_with("/ip4/127.0.0.1/"))
+        );
+        assert!(c.bootstrap.is_empty());
+        assert!(!c.mesh.mdns);
+        assert_eq!(c.roles, Roles::default());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_env_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            r#"
+            data_dir = "/from/file"
+            api = "127.0.0.1:9001"
+            listen = ["/ip4/127.0.0.1/tcp/4001"]
+            provide = true
+            "#,
+        );
+        let vars = env(&[
+            ("QUACKMESH_DATA_DIR", "/from/env"),
+            ("QUACKMESH_API", "127.0.0.1:9002"),
+            ("QUACKMESH_MDNS", "yes"),
+            (
+                "QUACKMESH_BOOTSTRAP",
+                "/ip4/127.0.0.1/tcp/5001, /ip4/127.0.0.1/tcp/5002",
+            ),
+            ("QUACKMESH_UPLOAD_RATE", "1000"),
+            ("QUACKMESH_PRIVATE_KEY", "not ours, ignored"),
+            ("HOME", "/ignored"),
+        ]);
+        let flags = ConfigLayer {
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let c = layered(flags, Some(&file), vars).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"), "flag wins");
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:9001", "file beats env");
+        assert_eq!(
+            c.listen,
+            vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
+        assert!(c.mesh.mdns, "env beats default");
+        assert_eq!(c.bootstrap.len(), 2);
+        assert_eq!(c.mesh.upload_bytes_per_sec, Some(1000));
+        assert!(c.roles.provide && !c.roles.contribute);
+    }
+
+    #[test]
+    fn a_flag_list_replaces_the_file_list() {
+        let file = ConfigLayer {
+            bootstrap: Some(vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()]),
+            ..Default::default()
+        };
+        let flags = ConfigLayer {
+            bootstrap: Some(vec!["/ip4/127.0.0.1/tcp/2".parse().unwrap()]),
+            ..Default::default()
+        };
+        let c = flags.or(file).resolve();
+        assert_eq!(
+            c.bootstrap,
+            vec!["/ip4/127.0.0.1/tcp/2".parse::<Multiaddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let err = ConfigLayer::from_env(env(&[("QUACKMESH_API", "nope")])).unwrap_err();
+        assert!(err.to_string().contains("QUACKMESH_API"), "{err}");
+        assert!(ConfigLayer::from_env(env(&[("QUACKMESH_MDNS", "maybe")])).is_err());
+        assert!(ConfigLayer::from_env(env(&[("QUACKMESH_LISTEN", "/ip4/1.2.3.4/tcp/x")])).is_err());
+        let err = ConfigLayer::from_toml_str("lisen = []", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        assert!(matches!(
+            layered(
+                ConfigLayer::default(),
+                Some(Path::new("/no/such/file.toml")),
+                vec![]
+            ),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn roles_are_named() {
+        let r = Roles {
+            provide: true,
+            contribute: false,
+            coordinator: true,
+        };
+        assert_eq!(r.names(), vec!["provide", "coordinator"]);
+    }
+}

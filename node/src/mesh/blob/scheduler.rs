@@ -1,0 +1,651 @@
+//! The fetch scheduler: given what we have, what each holder has and what is in flight, decides
+//! which chunk to ask which holder for next. Rarest chunk first (ties broken at random, so that
+//! fetchers started together ask the origin for different chunks and can then trade them), at
+//! most `per_peer` requests per holder and `total` overall, duplicate requests only in the
+//! endgame. Holders that serve bad data or deny us are dropped; busy ones are backed off.
+//!
+//! Pure: no I/O, no clock, no global RNG. Time comes in as an argument and randomness from a
+//! seed, so the tests below replay exact schedules.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+
+use crate::mesh::blob::Bitfield;
+
+/// Tuning of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Chunk requests in flight per holder.
+    pub per_peer: usize,
+    /// Chunk requests in flight overall.
+    pub total: usize,
+    /// Transport failures before a holder is dropped.
+    pub max_failures: u32,
+    /// Pause before asking a holder again after it said it was busy or failed.
+    pub backoff: Duration,
+    /// How often to ask an incomplete holder that has nothing useful what it has now.
+    pub have_refresh: Duration,
+    /// Concurrent requests for the same chunk in the endgame.
+    pub max_duplicates: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            per_peer: 2,
+            total: 16,
+            max_failures: 3,
+            backoff: Duration::from_millis(200),
+            have_refresh: Duration::from_millis(250),
+            max_duplicates: 2,
+        }
+    }
+}
+
+/// What the driver should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Ask `peer` which chunks it has.
+    QueryHave {
+        /// The holder.
+        peer: PeerId,
+    },
+    /// Ask `peer` for chunk `index`.
+    RequestChunk {
+        /// The holder.
+        peer: PeerId,
+        /// The chunk.
+        index: u32,
+    },
+}
+
+/// How a request to a holder failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The holder's upload slots are full.
+    Busy,
+    /// The holder does not have what it advertised.
+    NotFound,
+    /// The holder refuses us (private blob).
+    Denied,
+    /// Timeout, connection closed, undecodable response.
+    Transport,
+}
+
+/// Why a holder was dropped from a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// It served a chunk, manifest or bitfield that failed verification.
+    BadData,
+    /// It refused us.
+    Denied,
+    /// Too many transport failures.
+    Failures,
+}
+
+#[derive(Debug, Default)]
+struct Holder {
+    have: Option<Bitfield>,
+    chunks_in_flight: usize,
+    have_in_flight: bool,
+    last_have_query: Option<Instant>,
+    failures: u32,
+    backoff_until: Option<Instant>,
+    served: u32,
+    dropped: Option<DropReason>,
+}
+
+impl Holder {
+    fn usable(&self, now: Instant) -> bool {
+        self.dropped.is_none() && self.backoff_until.is_none_or(|t| now >= t)
+    }
+}
+
+/// The scheduling state of one blob fetch.
+#[derive(Debug)]
+pub struct Scheduler {
+    have: Bitfield,
+    requested: HashMap<u32, Vec<PeerId>>,
+    holders: BTreeMap<PeerId, Holder>,
+    cfg: SchedulerConfig,
+    rng: u64,
+    in_flight: usize,
+}
+
+impl Scheduler {
+    /// A scheduler for a blob of which we already hold `have`; `seed` breaks ties.
+    pub fn new(have: Bitfield, cfg: SchedulerConfig, seed: u64) -> Self {
+        Self {
+            have,
+            requested: HashMap::new(),
+            holders: BTreeMap::new(),
+            cfg,
+            rng: seed | 1,
+            in_flight: 0,
+        }
+    }
+
+    fn random(&mut self, n: usize) -> usize {
+        // xorshift64*: plenty for tie-breaking.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n.max(1)
+    }
+
+    /// Adds a possible holder (its bitfield is asked for first). Dropped holders stay dropped.
+    pub fn add_holder(&mut self, peer: PeerId) {
+        self.holders.entry(peer).or_default();
+    }
+
+    /// Adds a holder known to have everything (e.g. the one that served the manifest and said
+    /// so), saving a round trip.
+    pub fn add_complete_holder(&mut self, peer: PeerId) {
+        let full = Bitfield::full(self.have.len());
+        let h = self.holders.entry(peer).or_default();
+        if h.dropped.is_none() {
+            h.have = Some(full);
+        }
+    }
+
+    /// Whether `peer` is known (live or dropped).
+    pub fn knows(&self, peer: &PeerId) -> bool {
+        self.holders.contains_key(peer)
+    }
+
+    /// Records a holder's bitfield (an invalid one drops it).
+    pub fn on_have(&mut self, peer: PeerId, have: Bitfield) {
+        let n = self.have.len();
+        let h = self.holders.entry(peer).or_default();
+        h.have_in_flight = false;
+        if have.is_valid_for(n) {
+            h.have = Some(have);
+        } else {
+            h.dropped = Some(DropReason::BadData);
+        }
+    }
+
+    /// A bitfield query failed.
+    pub fn on_have_failed(&mut self, peer: PeerId, failure: Failure, now: Instant) {
+        if let Some(h) = self.holders.get_mut(&peer) {
+            h.have_in_flight = false;
+        }
+        self.penalise(peer, failure, now);
+    }
+
+    fn finish_request(&mut self, peer: &PeerId, index: u32) {
+        if let Some(peers) = self.requested.get_mut(&index) {
+            if let Some(pos) = peers.iter().position(|p| p == peer) {
+                peers.swap_remove(pos);
+                self.in_flight -= 1;
+                if let Some(h) = self.holders.get_mut(peer) {
+                    h.chunks_in_flight -= 1;
+                }
+            }
+            if peers.is_empty() {
+                self.requested.remove(&index);
+            }
+        }
+    }
+
+    /// A verified chunk arrived; `remote_have` is the holder's bitfield sent along. Returns
+    /// whether the chunk was new to us (false for an endgame duplicate).
+    pub fn on_chunk_ok(&mut self, peer: PeerId, index: u32, remote_have: Bitfield) -> bool {
+        self.finish_request(&peer, index);
+        let n = self.have.len();
+        if let Some(h) = self.holders.get_mut(&peer) {
+            h.served += 1;
+            h.failures = 0;
+            if remote_have.is_valid_for(n) {
+                h.have = Some(remote_have);
+            }
+        }
+        self.have.set(index)
+    }
+
+    /// A chunk failed verification: the holder is dropped for this fetch.
+    pub fn on_chunk_bad(&mut self, peer: PeerId, index: u32) {
+        self.finish_request(&peer, index);
+        if let Some(h) = self.holders.get_mut(&peer) {
+            h.dropped = Some(DropReason::BadData);
+        }
+    }
+
+    /// Drops `peer` from this fetch (e.g. it served a bad manifest or a nonsensical answer).
+    pub fn drop_holder(&mut self, peer: PeerId, reason: DropReason) {
+        self.holders.entry(peer).or_default().dropped = Some(reason);
+    }
+
+    /// A chunk request failed.
+    pub fn on_chunk_failed(&mut self, peer: PeerId, index: u32, failure: Failure, now: Instant) {
+        self.finish_request(&peer, index);
+        self.penalise(peer, failure, now);
+    }
+
+    fn penalise(&mut self, peer: PeerId, failure: Failure, now: Instant) {
+        let Some(h) = self.holders.get_mut(&peer) else {
+            return;
+        };
+        match failure {
+            Failure::Busy => h.backoff_until = Some(now + self.cfg.backoff),
+            Failure::NotFound => {
+                // Its bitfield was stale or wrong: ask again before using it.
+                h.have = None;
+                h.backoff_until = Some(now + self.cfg.backoff);
+            }
+            Failure::Denied => h.dropped = Some(DropReason::Denied),
+            Failure::Transport => {
+                h.failures += 1;
+                h.backoff_until = Some(now + self.cfg.backoff);
+                if h.failures >= self.cfg.max_failures {
+                    h.dropped = Some(DropReason::Failures);
+                }
+            }
+        }
+    }
+
+    /// Whether every chunk has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// Chunks we have.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Chunk requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Holders not dropped.
+    pub fn live_holders(&self) -> usize {
+        self.holders
+            .values()
+            .filter(|h| h.dropped.is_none())
+            .count()
+    }
+
+    /// Whether any holder query (bitfield or chunk) is outstanding.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight > 0 || self.holders.values().any(|h| h.have_in_flight)
+    }
+
+    /// Dropped holders and why.
+    pub fn dropped(&self) -> Vec<(PeerId, DropReason)> {
+        self.holders
+            .iter()
+            .filter_map(|(p, h)| h.dropped.map(|r| (*p, r)))
+            .collect()
+    }
+
+    /// Chunks each holder served (duplicates included).
+    pub fn served(&self) -> BTreeMap<PeerId, u32> {
+        self.holders
+            .iter()
+            .filter(|(_, h)| h.served > 0)
+            .map(|(p, h)| (*p, h.served))
+            .collect()
+    }
+
+    /// The next requests to send; marks them in flight.
+    pub fn next_actions(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.plan_have_queries(now, &mut actions);
+        if !self.is_complete() {
+            self.plan_chunk_requests(now, &mut actions);
+        }
+        actions
+    }
+
+    fn plan_have_queries(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let complete = self.is_complete();
+        let ours = self.have.clone();
+        let refresh = self.cfg.have_refresh;
+        for (peer, h) in &mut self.holders {
+            if complete || !h.usable(now) || h.have_in_flight {
+                continue;
+            }
+            let needed = match &h.have {
+                None => true,
+                Some(theirs) => {
+                    !theirs.is_full()
+                        && h.chunks_in_flight == 0
+                        && h.last_have_query.is_none_or(|t| now >= t + refresh)
+                        && !theirs.ones().any(|i| !ours.get(i))
+                }
+            };
+            if needed {
+                h.have_in_flight = true;
+                h.last_have_query = Some(now);
+                actions.push(Action::QueryHave { peer: *peer });
+            }
+        }
+    }
+
+    fn plan_chunk_requests(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let n = self.have.len();
+        // How many live holders have each chunk: the rarest go first.
+        let mut rarity = vec![0u32; n as usize];
+        for h in self.holders.values().filter(|h| h.dropped.is_none()) {
+            if let Some(b) = &h.have {
+                for i in b.ones() {
+                    rarity[i as usize] += 1;
+                }
+            }
+        }
+        let mut exhausted: Vec<PeerId> = Vec::new();
+        while self.in_flight < self.cfg.total {
+            // The usable holder with the fewest requests in flight (random among equals).
+            let per_peer = self.cfg.per_peer;
+            let candidates: Vec<(PeerId, usize)> = self
+                .holders
+                .iter()
+                .filter(|(p, h)| {
+                    h.usable(now)
+                        && h.have.is_some()
+                        && h.chunks_in_flight < per_peer
+                        && !exhausted.contains(p)
+                })
+                .map(|(p, h)| (*p, h.chunks_in_flight))
+                .collect();
+            let Some(least) = candidates.iter().map(|(_, n)| *n).min() else {
+                break;
+            };
+            let ties: Vec<PeerId> = candidates
+                .iter()
+                .filter(|(_, n)| *n == least)
+                .map(|(p, _)| *p)
+                .collect();
+            let peer = ties[self.random(ties.len())];
+            match self.pick_chunk(&peer, &rarity) {
+                Some(index) => {
+                    self.requested.entry(index).or_default().push(peer);
+                    self.in_flight += 1;
+                    if let Some(h) = self.holders.get_mut(&peer) {
+                        h.chunks_in_flight += 1;
+                    }
+                    actions.push(Action::RequestChunk { peer, index });
+                }
+                None => exhausted.push(peer),
+            }
+        }
+    }
+
+    /// The chunk to ask `peer` for: the rarest missing, unrequested chunk it has; in the endgame
+    /// (every missing chunk already requested) the least-requested one it has that is not
+    /// already requested from it.
+    fn pick_chunk(&mut self, peer: &PeerId, rarity: &[u32]) -> Option<u32> {
+        let theirs = self.holders.get(peer)?.have.as_ref()?;
+        let missing: Vec<u32> = theirs.ones().filter(|&i| !self.have.get(i)).collect();
+        let fresh: Vec<u32> = missing
+            .iter()
+            .copied()
+            .filter(|i| !self.requested.contains_key(i))
+            .collect();
+        let (pool, key): (Vec<u32>, Box<dyn Fn(u32) -> u32>) = if !fresh.is_empty() {
+            (fresh, Box::new(|i| rarity[i as usize]))
+        } else if !self.unrequested_missing_exists() {
+            let dup: Vec<u32> = missing
+                .into_iter()
+                .filter(|i| {
+                    self.requested
+                        .get(i)
+                        .is_some_and(|ps| ps.len() < self.cfg.max_duplicates && !ps.contains(peer))
+                })
+                .collect();
+            let requested = self.requested.clone();
+            (
+                dup,
+                Box::new(move |i| requested.get(&i).map_or(0, |ps| ps.len() as u32)),
+            )
+        } else {
+            // Other holders have chunks nobody asked for yet; this one has nothing new.
+            return None;
+        };
+        let best = pool.iter().map(|&i| key(i)).min()?;
+        let ties: Vec<u32> = pool.into_iter().filter(|&i| key(i) == best).collect();
+        Some(ties[self.random(ties.len())])
+    }
+
+    fn unrequested_missing_exists(&self) -> bool {
+        (0..self.have.len()).any(|i| !self.have.get(i) && !self.requested.contains_key(&i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SchedulerConfig {
+        SchedulerConfig {
+            per_peer: 2,
+            total: 8,
+            max_failures: 2,
+            backoff: Duration::from_millis(100),
+            have_refresh: Duration::from_millis(50),
+            max_duplicates: 2,
+        }
+    }
+
+    fn chunks(actions: &[Action]) -> Vec<(PeerId, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::RequestChunk { peer, index } => Some((*peer, *index)),
+                Action::QueryHave { .. } => None,
+            })
+            .collect()
+    }
+
+    fn bits(len: u32, ones: &[u32]) -> Bitfield {
+        let mut b = Bitfield::empty(len);
+        for &i in ones {
+            b.set(i);
+        }
+        b
+    }
+
+    #[test]
+    fn unknown_holder_is_asked_what_it_has_first() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(4), cfg(), 1);
+        let p = PeerId::random();
+        s.add_holder(p);
+        assert_eq!(s.next_actions(now), vec![Action::QueryHave { peer: p }]);
+        // Nothing more until it answers.
+        assert!(s.next_actions(now).is_empty());
+        s.on_have(p, Bitfield::full(4));
+        let reqs = chunks(&s.next_actions(now));
+        assert_eq!(reqs.len(), 2, "per-peer cap");
+        assert_ne!(reqs[0].1, reqs[1].1);
+    }
+
+    #[test]
+    fn single_holder_fetch_completes() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(5), cfg(), 7);
+        let p = PeerId::random();
+        s.add_complete_holder(p);
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            for (peer, i) in chunks(&s.next_actions(now)) {
+                assert!(s.on_chunk_ok(peer, i, Bitfield::full(5)));
+                got.push(i);
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert!(s.is_complete());
+        assert_eq!(s.served()[&p], 5);
+        assert!(s.next_actions(now).is_empty());
+    }
+
+    #[test]
+    fn rarest_chunks_go_to_the_only_holder_that_has_them() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(4), cfg(), 3);
+        let origin = PeerId::random();
+        let peer = PeerId::random();
+        s.add_complete_holder(origin);
+        s.add_holder(peer);
+        s.on_have(peer, bits(4, &[0, 1]));
+        let reqs = chunks(&s.next_actions(now));
+        for (p, i) in &reqs {
+            if *p == origin {
+                assert!(*i >= 2, "origin asked for common chunk {i}");
+            } else {
+                assert!(*i < 2);
+            }
+        }
+        assert_eq!(reqs.len(), 4);
+    }
+
+    #[test]
+    fn bad_holder_is_dropped_and_chunk_refetched_elsewhere() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(2), cfg(), 5);
+        let bad = PeerId::random();
+        let good = PeerId::random();
+        s.add_complete_holder(bad);
+        s.add_complete_holder(good);
+        let reqs = chunks(&s.next_actions(now));
+        let (_, idx) = *reqs.iter().find(|(p, _)| *p == bad).unwrap();
+        s.on_chunk_bad(bad, idx);
+        assert_eq!(s.dropped(), vec![(bad, DropReason::BadData)]);
+        for (p, i) in reqs.iter().filter(|(p, _)| *p == good) {
+            s.on_chunk_ok(*p, *i, Bitfield::full(2));
+        }
+        // The bad peer's other requests may still land; drain them.
+        for (p, i) in reqs.iter().filter(|(p, i)| *p == bad && *i != idx) {
+            s.on_chunk_failed(*p, *i, Failure::Transport, now);
+        }
+        for _ in 0..4 {
+            for (p, i) in chunks(&s.next_actions(now)) {
+                assert_eq!(p, good);
+                s.on_chunk_ok(p, i, Bitfield::full(2));
+            }
+        }
+        assert!(s.is_complete());
+    }
+
+    #[test]
+    fn busy_holder_is_backed_off() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(3), cfg(), 9);
+        let p = PeerId::random();
+        s.add_complete_holder(p);
+        let reqs = chunks(&s.next_actions(t0));
+        for (peer, i) in reqs {
+            s.on_chunk_failed(peer, i, Failure::Busy, t0);
+        }
+        assert!(s.next_actions(t0 + Duration::from_millis(50)).is_empty());
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(150))).len(),
+            2
+        );
+        assert!(s.dropped().is_empty());
+    }
+
+    #[test]
+    fn repeated_transport_failures_drop_the_holder() {
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(3), cfg(), 11);
+        let p = PeerId::random();
+        s.add_complete_holder(p);
+        for _ in 0..3 {
+            for (peer, i) in chunks(&s.next_actions(now)) {
+                s.on_chunk_failed(peer, i, Failure::Transport, now);
+            }
+            now += Duration::from_secs(1);
+        }
+        assert_eq!(s.dropped(), vec![(p, DropReason::Failures)]);
+        assert_eq!(s.live_holders(), 0);
+    }
+
+    #[test]
+    fn endgame_duplicates_the_last_chunks_on_free_holders() {
+        let now = Instant::now();
+        let mut c = cfg();
+        c.per_peer = 1;
+        let mut s = Scheduler::new(bits(3, &[0, 1]), c, 13);
+        let slow = PeerId::random();
+        let fast = PeerId::random();
+        s.add_complete_holder(slow);
+        let first = chunks(&s.next_actions(now));
+        assert_eq!(first, vec![(slow, 2)]);
+        s.add_complete_holder(fast);
+        assert_eq!(chunks(&s.next_actions(now)), vec![(fast, 2)]);
+        assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3)));
+        assert!(
+            !s.on_chunk_ok(slow, 2, Bitfield::full(3)),
+            "duplicate is not new"
+        );
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn totals_are_capped() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(Bitfield::empty(100), cfg(), 17);
+        for _ in 0..10 {
+            s.add_complete_holder(PeerId::random());
+        }
+        let reqs = chunks(&s.next_actions(now));
+        assert_eq!(reqs.len(), 8);
+        let mut idx: Vec<u32> = reqs.iter().map(|r| r.1).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        assert_eq!(idx.len(), 8, "no duplicates outside the endgame");
+    }
+
+    #[test]
+    fn incomplete_holder_with_nothing_new_is_polled_again() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(bits(2, &[0]), cfg(), 19);
+        let p = PeerId::random();
+        s.add_holder(p);
+        assert_eq!(s.next_actions(t0), vec![Action::QueryHave { peer: p }]);
+        s.on_have(p, bits(2, &[0]));
+        assert!(s.next_actions(t0 + Duration::from_millis(10)).is_empty());
+        assert_eq!(
+            s.next_actions(t0 + Duration::from_millis(60)),
+            vec![Action::QueryHave { peer: p }]
+        );
+        s.on_have(p, bits(2, &[0, 1]));
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(61))),
+            vec![(p, 1)]
+        );
+    }
+
+    #[test]
+    fn invalid_bitfield_drops_the_holder() {
+        let mut s = Scheduler::new(Bitfield::empty(9), cfg(), 23);
+        let p = PeerId::random();
+        s.add_holder(p);
+        s.on_have(p, Bitfield::full(3));
+        assert_eq!(s.dropped(), vec![(p, DropReason::BadData)]);
+    }
+
+    #[test]
+    fn seeds_spread_first_requests() {
+        // Fetchers that start together with one origin should not all ask for the same chunks.
+        let now = Instant::now();
+        let origin = PeerId::random();
+        let mut firsts = std::collections::HashSet::new();
+        for seed in 0..16u64 {
+            let mut s = Scheduler::new(Bitfield::empty(64), cfg(), seed * 7919 + 1);
+            s.add_complete_holder(origin);
+            for (_, i) in chunks(&s.next_actions(now)) {
+                firsts.insert(i);
+            }
+        }
+        assert!(firsts.len() > 16, "only {} distinct chunks", firsts.len());
+    }
+}

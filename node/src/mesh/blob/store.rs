@@ -1,0 +1,532 @@
+//! Blobs in the node's redb store: manifests by blob id, chunks by their own hash (so identical
+//! chunks are stored once), a completion marker per blob, the list of blobs still wanted (so a
+//! restarted node resumes its fetches) and per-blob allow-lists. An in-memory bitfield per blob
+//! says which chunks are committed; it is only updated after the commit, so a chunk is never
+//! offered to peers before it is durable.
+//!
+//! All calls block on the disk: async code calls them through `spawn_blocking`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    hash::Hash32,
+    mesh::blob::{Bitfield, BlobError, BlobId, Manifest},
+    store::{Batch, Db, RawTree, StoreError, Tree},
+};
+
+/// Canonical manifest bytes by blob id.
+pub(crate) const MANIFESTS: RawTree = Tree::new("mesh.blob.manifests");
+/// Chunk bytes by chunk hash.
+pub(crate) const CHUNKS: RawTree = Tree::new("mesh.blob.chunks");
+/// Present when every chunk of the blob is stored.
+const COMPLETE: Tree<CompleteRecord> = Tree::new("mesh.blob.complete");
+/// Blobs being fetched, resumed on restart.
+const WANTED: Tree<WantedRecord> = Tree::new("mesh.blob.wanted");
+/// Allow-lists of private blobs.
+const ACL: Tree<AclRecord> = Tree::new("mesh.blob.acl");
+
+/// Chunks written per transaction when storing a local blob.
+const PUT_BATCH_CHUNKS: usize = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CompleteRecord {
+    len: u64,
+    completed_unix: u64,
+}
+
+/// A blob the node wants (a fetch in progress).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WantedRecord {
+    /// When the fetch was first asked for (Unix seconds).
+    pub added_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AclRecord {
+    peers: Vec<PeerId>,
+}
+
+/// A chunk whose length and hash were checked against its manifest.
+#[derive(Debug, Clone)]
+pub struct VerifiedChunk {
+    index: u32,
+    data: Vec<u8>,
+}
+
+impl VerifiedChunk {
+    /// Checks `data` as chunk `index` of `manifest`.
+    pub fn check(manifest: &Manifest, index: u32, data: Vec<u8>) -> Result<Self, BlobError> {
+        manifest.verify_chunk(index, &data)?;
+        Ok(Self { index, data })
+    }
+
+    /// The chunk index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The chunk length.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the chunk is empty (never, for a valid blob).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A blob known to this node: its manifest and which chunks are stored.
+#[derive(Debug)]
+pub struct BlobState {
+    /// The manifest.
+    pub manifest: Manifest,
+    have: RwLock<Bitfield>,
+}
+
+impl BlobState {
+    /// Which chunks are stored (committed).
+    pub fn have(&self) -> Bitfield {
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether chunk `index` is stored.
+    pub fn has(&self, index: u32) -> bool {
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+    }
+
+    /// Whether every chunk is stored.
+    pub fn is_complete(&self) -> bool {
+        self.have
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_full()
+    }
+}
+
+/// A line of [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobSummary {
+    /// Blob id.
+    pub id: BlobId,
+    /// Length in bytes.
+    pub len: u64,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Chunks stored.
+    pub have: u32,
+    /// Whether all are stored.
+    pub complete: bool,
+}
+
+/// What a chunk write changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Chunks that were not stored before.
+    pub new_chunks: u32,
+    /// Whether the blob is now complete.
+    pub complete: bool,
+}
+
+/// The blob store (cheap to share behind an `Arc`).
+#[derive(Debug)]
+pub struct BlobStore {
+    db: Db,
+    states: Mutex<HashMap<BlobId, Arc<BlobState>>>,
+    acl: RwLock<HashMap<BlobId, HashSet<PeerId>>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn put_bytes(b: &mut Batch<'_>, tree: RawTree, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+    // Same encoding as `Db::put_raw` (a CBOR byte string), inside our own transaction.
+    let raw: Tree<&serde_bytes::Bytes> = Tree::new(tree.name());
+    b.put(raw, key, &serde_bytes::Bytes::new(bytes))
+}
+
+impl BlobStore {
+    /// Opens the blob store over `db`, loading the allow-lists.
+    pub fn open(db: Db) -> Result<Self, BlobError> {
+        let mut acl = HashMap::new();
+        for (key, rec) in db.scan(ACL, b"")? {
+            if let Ok(bytes) = <[u8; 32]>::try_from(key.as_slice()) {
+                acl.insert(Hash32(bytes), rec.peers.into_iter().collect());
+            }
+        }
+        Ok(Self {
+            db,
+            states: Mutex::new(HashMap::new()),
+            acl: RwLock::new(acl),
+        })
+    }
+
+    /// The underlying store.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Stores a local blob (chunked, hashed, committed) and returns its manifest.
+    pub fn put(&self, data: &[u8]) -> Result<Manifest, BlobError> {
+        let manifest = Manifest::for_bytes(data);
+        let bytes = manifest.encode()?;
+        let id = BlobId::of(&bytes);
+        let indices: Vec<u32> = (0..manifest.chunk_count()).collect();
+        for batch in indices.chunks(PUT_BATCH_CHUNKS) {
+            self.db.write(|b| {
+                for &i in batch {
+                    let r = manifest.chunk_range(i);
+                    let chunk = &data[r.start as usize..r.end as usize];
+                    put_bytes(b, CHUNKS, manifest.chunks[i as usize].as_bytes(), chunk)?;
+                }
+                Ok(())
+            })?;
+        }
+        self.db.write(|b| {
+            put_bytes(b, MANIFESTS, id.as_bytes(), &bytes)?;
+            b.put(
+                COMPLETE,
+                id.as_bytes(),
+                &CompleteRecord {
+                    len: manifest.len,
+                    completed_unix: unix_now(),
+                },
+            )
+        })?;
+        let state = Arc::new(BlobState {
+            have: RwLock::new(Bitfield::full(manifest.chunk_count())),
+            manifest: manifest.clone(),
+        });
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, state);
+        Ok(manifest)
+    }
+
+    /// Stores a manifest received for `id` (its bytes must hash to `id`) and returns the state.
+    pub fn insert_manifest(&self, id: &BlobId, bytes: &[u8]) -> Result<Arc<BlobState>, BlobError> {
+        Manifest::decode_for(id, bytes)?;
+        if !self.db.contains(MANIFESTS, id.as_bytes())? {
+            self.db.put_raw(MANIFESTS, id.as_bytes(), bytes)?;
+        }
+        self.state(id)?.ok_or(BlobError::UnknownBlob(*id))
+    }
+
+    /// The state of blob `id`, loading it from disk on first use; `None` without a manifest.
+    pub fn state(&self, id: &BlobId) -> Result<Option<Arc<BlobState>>, BlobError> {
+        if let Some(s) = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some(bytes) = self.db.get_raw(MANIFESTS, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::decode(&bytes)?;
+        let have = if self.db.contains(COMPLETE, id.as_bytes())? {
+            Bitfield::full(manifest.chunk_count())
+        } else {
+            let mut have = Bitfield::empty(manifest.chunk_count());
+            for (i, h) in manifest.chunks.iter().enumerate() {
+                if self.db.contains(CHUNKS, h.as_bytes())? {
+                    have.set(i as u32);
+                }
+            }
+            have
+        };
+        let state = Arc::new(BlobState {
+            manifest,
+            have: RwLock::new(have),
+        });
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(Some(states.entry(*id).or_insert(state).clone()))
+    }
+
+    /// The canonical manifest bytes of `id`, if known.
+    pub fn manifest_bytes(&self, id: &BlobId) -> Result<Option<Vec<u8>>, BlobError> {
+        Ok(self.db.get_raw(MANIFESTS, id.as_bytes())?)
+    }
+
+    /// Whether every chunk of `id` is stored.
+    pub fn is_complete(&self, id: &BlobId) -> Result<bool, BlobError> {
+        Ok(self.state(id)?.is_some_and(|s| s.is_complete()))
+    }
+
+    /// Chunk `index` of `id`, if stored.
+    pub fn read_chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>, BlobError> {
+        let Some(state) = self.state(id)? else {
+            return Ok(None);
+        };
+        if !state.has(index) {
+            return Ok(None);
+        }
+        let hash = state.manifest.chunks[index as usize];
+        Ok(self.db.get_raw(CHUNKS, hash.as_bytes())?)
+    }
+
+    /// Commits verified chunks of `id` in one transaction, marking the blob complete when the
+    /// last one lands; peers are offered them only after the commit.
+    pub fn write_chunks(
+        &self,
+        id: &BlobId,
+        chunks: &[VerifiedChunk],
+    ) -> Result<WriteOutcome, BlobError> {
+        let state = self.state(id)?.ok_or(BlobError::UnknownBlob(*id))?;
+        let mut have = state.have();
+        let fresh: Vec<&VerifiedChunk> = chunks.iter().filter(|c| !have.get(c.index)).collect();
+        for c in &fresh {
+            have.set(c.index);
+        }
+        let complete = have.is_full();
+        if !fresh.is_empty() {
+            self.db.write(|b| {
+                for c in &fresh {
+                    let hash = state.manifest.chunks[c.index as usize];
+                    put_bytes(b, CHUNKS, hash.as_bytes(), &c.data)?;
+                }
+                if complete {
+                    b.put(
+                        COMPLETE,
+                        id.as_bytes(),
+                        &CompleteRecord {
+                            len: state.manifest.len,
+                            completed_unix: unix_now(),
+                        },
+                    )?;
+                }
+                Ok(())
+            })?;
+            let mut shared = state.have.write().unwrap_or_else(PoisonError::into_inner);
+            for c in &fresh {
+                shared.set(c.index);
+            }
+        }
+        Ok(WriteOutcome {
+            new_chunks: fresh.len() as u32,
+            complete,
+        })
+    }
+
+    /// The whole blob, if complete (for small blobs and tests; the API streams chunk by chunk).
+    pub fn read_all(&self, id: &BlobId) -> Result<Option<Vec<u8>>, BlobError> {
+        let Some(state) = self.state(id)? else {
+            return Ok(None);
+        };
+        if !state.is_complete() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(state.manifest.len as usize);
+        for i in 0..state.manifest.chunk_count() {
+            let chunk = self
+                .read_chunk(id, i)?
+                .ok_or(BlobError::MissingChunk { id: *id, index: i })?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
+    }
+
+    /// Every blob with a manifest here.
+    pub fn list(&self) -> Result<Vec<BlobSummary>, BlobError> {
+        let mut out = Vec::new();
+        for (key, _) in self.db.scan(MANIFESTS, b"")? {
+            let Ok(bytes) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            let id = Hash32(bytes);
+            if let Some(s) = self.state(&id)? {
+                let have = s.have();
+                out.push(BlobSummary {
+                    id,
+                    len: s.manifest.len,
+                    chunks: s.manifest.chunk_count(),
+                    have: have.count(),
+                    complete: have.is_full(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of complete blobs.
+    pub fn complete_count(&self) -> Result<u64, BlobError> {
+        Ok(self.db.len(COMPLETE)?)
+    }
+
+    /// Records that `id` is wanted (a fetch resumes after a restart until it completes).
+    pub fn add_wanted(&self, id: &BlobId) -> Result<(), BlobError> {
+        if !self.db.contains(WANTED, id.as_bytes())? {
+            self.db.put(
+                WANTED,
+                id.as_bytes(),
+                &WantedRecord {
+                    added_unix: unix_now(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Forgets that `id` is wanted.
+    pub fn remove_wanted(&self, id: &BlobId) -> Result<(), BlobError> {
+        self.db.remove(WANTED, id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Blobs still wanted.
+    pub fn wanted(&self) -> Result<Vec<BlobId>, BlobError> {
+        Ok(self
+            .db
+            .scan(WANTED, b"")?
+            .into_iter()
+            .filter_map(|(k, _)| <[u8; 32]>::try_from(k.as_slice()).ok().map(Hash32))
+            .collect())
+    }
+
+    /// Makes `id` private to `peers` (`None`: public again). Persisted.
+    pub fn set_acl(&self, id: &BlobId, peers: Option<HashSet<PeerId>>) -> Result<(), BlobError> {
+        match &peers {
+            Some(p) => self.db.put(
+                ACL,
+                id.as_bytes(),
+                &AclRecord {
+                    peers: p.iter().copied().collect(),
+                },
+            )?,
+            None => {
+                self.db.remove(ACL, id.as_bytes())?;
+            }
+        }
+        let mut acl = self.acl.write().unwrap_or_else(PoisonError::into_inner);
+        match peers {
+            Some(p) => acl.insert(*id, p),
+            None => acl.remove(id),
+        };
+        Ok(())
+    }
+
+    /// Whether `peer` may fetch `id` (public blobs: anyone).
+    pub fn is_allowed(&self, id: &BlobId, peer: &PeerId) -> bool {
+        self.acl
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .is_none_or(|members| members.contains(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 253) as u8).collect()
+    }
+
+    fn open() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_dir(dir.path()).unwrap();
+        (dir, BlobStore::open(db).unwrap())
+    }
+
+    #[test]
+    fn put_then_read_back() {
+        let (_d, s) = open();
+        let d = data(2 * crate::mesh::blob::CHUNK_BYTES + 17);
+        let m = s.put(&d).unwrap();
+        let id = m.id().unwrap();
+        assert!(s.is_complete(&id).unwrap());
+        assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
+        assert_eq!(
+            s.read_chunk(&id, 2).unwrap().unwrap(),
+            d[2 * crate::mesh::blob::CHUNK_BYTES..]
+        );
+        assert_eq!(s.list().unwrap().len(), 1);
+        assert_eq!(s.complete_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn partial_blob_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(3 * crate::mesh::blob::CHUNK_BYTES);
+        let m = Manifest::for_bytes(&d);
+        let id = m.id().unwrap();
+        let chunk = |i: u32| {
+            let r = m.chunk_range(i);
+            VerifiedChunk::check(&m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
+        };
+        {
+            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
+            s.add_wanted(&id).unwrap();
+            let out = s.write_chunks(&id, &[chunk(0), chunk(2)]).unwrap();
+            assert_eq!(
+                out,
+                WriteOutcome {
+                    new_chunks: 2,
+                    complete: false
+                }
+            );
+            assert_eq!(s.write_chunks(&id, &[chunk(0)]).unwrap().new_chunks, 0);
+        }
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let st = s.state(&id).unwrap().unwrap();
+        assert_eq!(st.have().ones().collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(s.wanted().unwrap(), vec![id]);
+        assert!(s.read_chunk(&id, 1).unwrap().is_none());
+        let out = s.write_chunks(&id, &[chunk(1)]).unwrap();
+        assert!(out.complete);
+        assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
+    }
+
+    #[test]
+    fn manifest_must_match_id() {
+        let (_d, s) = open();
+        let m = Manifest::for_bytes(&data(10));
+        let wrong = BlobId::of(b"nope");
+        assert!(matches!(
+            s.insert_manifest(&wrong, &m.encode().unwrap()),
+            Err(BlobError::ManifestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn acl_is_persisted_and_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = BlobId::of(b"private");
+        let friend = PeerId::random();
+        let stranger = PeerId::random();
+        {
+            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            assert!(s.is_allowed(&id, &stranger));
+            s.set_acl(&id, Some([friend].into_iter().collect()))
+                .unwrap();
+            assert!(s.is_allowed(&id, &friend));
+            assert!(!s.is_allowed(&id, &stranger));
+        }
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        assert!(!s.is_allowed(&id, &stranger));
+        s.set_acl(&id, None).unwrap();
+        assert!(s.is_allowed(&id, &stranger));
+    }
+}

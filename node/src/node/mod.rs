@@ -1,0 +1,339 @@
+//! The assembled node: data dir, identity, store, metrics, mesh, default event handling and the
+//! HTTP API, started by [`Node::start`] and stopped by [`NodeHandle::shutdown`].
+//!
+//! Start-up: open the store, load (or create) the identity, build the mesh and spawn its event
+//! loop, listen on the configured addresses, subscribe to the global topics, redial remembered
+//! peers and the bootstrap peers, re-announce stored blobs, resume unfinished fetches, serve
+//! the API. Restarting with the same data dir keeps the PeerId and everything stored.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quackmesh::node::NodeError> {
+//! use quackmesh::{config::NodeConfig, node::Node};
+//! let node = Node::start(NodeConfig::new("/tmp/qm")).await?;
+//! println!("{} at {:?}", node.peer_id, node.listen_addrs);
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod handler;
+pub mod identity;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::{
+    api::{self, ApiState},
+    config::NodeConfig,
+    mesh::{
+        self, Client, Event, MeshError, MeshMetrics,
+        blob::{BlobError, BlobStore, FetchOptions},
+        topics::Topic,
+    },
+    metrics::Metrics,
+    store::{Db, StoreError},
+};
+
+/// Remembered peers redialled at start (most recently seen first).
+const REDIAL_KNOWN_PEERS: usize = 16;
+/// How long shutdown waits for each task.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Errors starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The identity key could not be read or written.
+    #[error("identity key {path}: {reason}")]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// The mesh failed to start.
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    /// The API could not bind its address.
+    #[error("cannot serve the API on {addr}: {reason}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What extra API routes get to work with.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// The mesh.
+    pub client: Client,
+    /// The store.
+    pub db: Db,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// The configuration.
+    pub config: NodeConfig,
+}
+
+type RoutesFn = Box<dyn FnOnce(&NodeContext) -> axum::Router + Send>;
+
+/// Starts a node; see [`Node::builder`] for options.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node with the default event handling (gossip accepted, `Status` answered).
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        Self::builder(config).start().await
+    }
+
+    /// A builder for extra API routes or for taking the event stream.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            routes: None,
+        }
+    }
+}
+
+/// Options for starting a node.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    routes: Option<RoutesFn>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// Adds API routes, built once the mesh is up; they are merged into [`api::router`].
+    pub fn with_routes(
+        mut self,
+        routes: impl FnOnce(&NodeContext) -> axum::Router + Send + 'static,
+    ) -> Self {
+        self.routes = Some(Box::new(routes));
+        self
+    }
+
+    /// Starts the node with the default event handling.
+    pub async fn start(self) -> Result<NodeHandle, NodeError> {
+        let (mut handle, events) = self.start_inner().await?;
+        let client = handle.client.clone();
+        let roles = handle.config.roles;
+        handle
+            .tasks
+            .push(tokio::spawn(handler::run_default(client, roles, events)));
+        Ok(handle)
+    }
+
+    /// Starts the node and hands the mesh's event stream to the caller, who must answer gossip
+    /// verdicts and requests ([`handler::handle_default`] does the default).
+    pub async fn start_with_events(self) -> Result<(NodeHandle, mpsc::Receiver<Event>), NodeError> {
+        self.start_inner().await
+    }
+
+    async fn start_inner(self) -> Result<(NodeHandle, mpsc::Receiver<Event>), NodeError> {
+        let config = self.config;
+        let db = Db::open_dir(&config.data_dir)?;
+        let keypair = identity::load_or_create(&config.data_dir)?;
+        let peer_id = keypair.public().to_peer_id();
+        let metrics = Metrics::new();
+        let mesh_metrics = MeshMetrics::register(&metrics);
+        let blobs = Arc::new(BlobStore::open(db.clone())?);
+
+        let (client, events, event_loop) =
+            mesh::new(keypair, blobs.clone(), mesh_metrics, config.mesh.clone())?;
+        let mut tasks = vec![tokio::spawn(event_loop.run())];
+
+        let mut listen_addrs = Vec::new();
+        for addr in &config.listen {
+            listen_addrs.push(client.listen_on(addr.clone()).await?);
+        }
+        for topic in [Topic::Jobs, Topic::Coordinators] {
+            client.subscribe(&topic).await?;
+        }
+        tasks.push(tokio::spawn(connect(
+            client.clone(),
+            db.clone(),
+            config.bootstrap.clone(),
+        )));
+        reannounce_and_resume(&client, &blobs).await;
+
+        let ctx = NodeContext {
+            client: client.clone(),
+            db: db.clone(),
+            metrics: metrics.clone(),
+            config: config.clone(),
+        };
+        let mut router = api::router(ApiState::new(&ctx));
+        if let Some(routes) = self.routes {
+            router = router.merge(routes(&ctx));
+        }
+        let listener = tokio::net::TcpListener::bind(config.api_addr)
+            .await
+            .map_err(|e| NodeError::Api {
+                addr: config.api_addr,
+                reason: e.to_string(),
+            })?;
+        let api_addr = listener.local_addr().map_err(|e| NodeError::Api {
+            addr: config.api_addr,
+            reason: e.to_string(),
+        })?;
+        let (api_stop, api_stopped) = oneshot::channel::<()>();
+        tasks.push(tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = api_stopped.await;
+            });
+            if let Err(e) = server.await {
+                tracing::error!(target: "api", error = %e, "api server failed");
+            }
+        }));
+        tracing::info!(target: "node", %peer_id, api = %api_addr, "node started");
+
+        Ok((
+            NodeHandle {
+                peer_id,
+                listen_addrs,
+                api_addr,
+                client,
+                db,
+                metrics,
+                config,
+                api_stop: Some(api_stop),
+                tasks,
+            },
+            events,
+        ))
+    }
+}
+
+/// Dials remembered peers and the bootstrap peers (failures are logged, not fatal).
+async fn connect(client: Client, db: Db, bootstrap: Vec<Multiaddr>) {
+    let known = tokio::task::spawn_blocking(move || mesh::peers::load(&db))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut known = known;
+    known.sort_by_key(|(_, p)| std::cmp::Reverse(p.last_seen_unix));
+    for (peer, rec) in known.iter() {
+        for addr in &rec.addrs {
+            let _ = client.add_peer_address(*peer, addr.clone()).await;
+        }
+    }
+    let mut dials = Vec::new();
+    for (peer, rec) in known.into_iter().take(REDIAL_KNOWN_PEERS) {
+        if let Some(addr) = rec.addrs.into_iter().next() {
+            dials.push(addr.with_p2p(peer).unwrap_or_else(|a| a));
+        }
+    }
+    for addr in bootstrap {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            let mut bare = addr.clone();
+            bare.pop();
+            let _ = client.add_peer_address(peer, bare).await;
+        }
+        dials.push(addr);
+    }
+    let results = futures::future::join_all(dials.into_iter().map(|addr| {
+        let client = client.clone();
+        async move { (addr.clone(), client.dial(addr).await) }
+    }))
+    .await;
+    for (addr, result) in results {
+        match result {
+            Ok(peer) => tracing::info!(target: "node", %peer, %addr, "connected"),
+            Err(e) => tracing::warn!(target: "node", %addr, error = %e, "could not connect"),
+        }
+    }
+}
+
+/// Announces every stored blob again (provider records live in memory) and resumes fetches
+/// that were running when the node stopped.
+async fn reannounce_and_resume(client: &Client, blobs: &Arc<BlobStore>) {
+    let store = blobs.clone();
+    let listed =
+        tokio::task::spawn_blocking(move || Ok::<_, BlobError>((store.list()?, store.wanted()?)))
+            .await
+            .ok()
+            .and_then(Result::ok);
+    let Some((list, wanted)) = listed else {
+        tracing::warn!(target: "node", "cannot list stored blobs");
+        return;
+    };
+    for blob in list.iter().filter(|b| b.have > 0 || b.chunks == 0) {
+        let _ = client.provide(blob.id).await;
+    }
+    for id in wanted {
+        tracing::info!(target: "node", blob = %id.short(), "resuming fetch");
+        drop(client.start_fetch(id, FetchOptions::default()));
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    /// Its listen addresses (ports resolved).
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Where its HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The mesh.
+    pub client: Client,
+    /// The store.
+    pub db: Db,
+    /// The metrics registry (register more metrics here).
+    pub metrics: Metrics,
+    /// Its configuration.
+    pub config: NodeConfig,
+    api_stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// The listen addresses with `/p2p/<PeerId>` appended (what others bootstrap from).
+    pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs
+            .iter()
+            .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
+            .collect()
+    }
+
+    /// The base URL of the API, `http://host:port`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops the API, the fetches and the mesh (closing all connections), then waits for the
+    /// tasks to end. Everything acknowledged is already on disk.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.client.shutdown().await;
+        for task in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_WAIT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        tracing::info!(target: "node", peer_id = %self.peer_id, "node stopped");
+    }
+}

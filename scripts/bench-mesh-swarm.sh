@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Dissemination benchmark of the QuackMesh mesh (issue 3): 17 `quackmesh node` processes, each
+# in its own network namespace on a private bridge, each uplink shaped to 400 Mbit/s with tbf.
+# One origin sends a 64 MiB blob to the 16 others:
+#   star:  the origin sends the whole blob to each peer in turn (each fetch restricted to the
+#          origin, one after the other);
+#   swarm: the 16 fetch at once from whoever has chunks (the mesh's normal fetch).
+# Prints both times and swarm/star (target <= 0.2).
+#
+# Needs root, iproute2 (ip, tc), curl and jq. Everything it creates (namespaces qmsw-*, veths
+# qmv*, bridge qmswbr0, node processes, the data dir) is removed on exit, Ctrl-C or failure.
+# Data dirs live on tmpfs (/dev/shm) by default: 17 nodes on one machine would otherwise
+# contend for one disk, which a real network does not; set QM_SWARM_DIR to use a disk.
+#
+# Env: QM_NODES (17), QM_MIB (64), QM_RATE (400mbit), QM_SWARM_DIR, QM_BIN (release binary).
+set -euo pipefail
+
+NODES=${QM_NODES:-17}
+MIB=${QM_MIB:-64}
+RATE=${QM_RATE:-400mbit}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${QM_BIN:-$ROOT/target/release/quackmesh}
+BR=qmswbr0
+NS=qmsw
+SUBNET=10.77.0
+PORT=4001
+API=127.0.0.1:7720
+
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, tc)" >&2; exit 1; }
+for t in ip tc curl jq; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
+if [ ! -x "$BIN" ] || [ -z "${QM_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release --bin quackmesh)
+fi
+
+BASE=${QM_SWARM_DIR:-}
+if [ -z "$BASE" ]; then
+    if [ -d /dev/shm ]; then BASE=$(mktemp -d /dev/shm/qm-swarm.XXXXXX); else BASE=$(mktemp -d); fi
+else
+    mkdir -p "$BASE"; BASE=$(mktemp -d "$BASE/qm-swarm.XXXXXX")
+fi
+PIDS=()
+
+cleanup() {
+    set +e
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    for i in $(seq 0 $((NODES - 1))); do
+        ip netns del "$NS-$i" 2>/dev/null
+        ip link del "qmv$i" 2>/dev/null
+    done
+    ip link del "$BR" 2>/dev/null
+    rm -rf "$BASE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+in_ns() { local i=$1; shift; ip netns exec "$NS-$i" "$@"; }
+addr() { echo "$SUBNET.$((10 + $1))"; }
+
+echo "setting up $NODES namespaces on bridge $BR, uplinks shaped to $RATE" >&2
+ip link add "$BR" type bridge
+ip link set "$BR" up
+for i in $(seq 0 $((NODES - 1))); do
+    ip netns add "$NS-$i"
+    ip link add "qmv$i" type veth peer name "qmp$i"
+    ip link set "qmv$i" master "$BR" up
+    ip link set "qmp$i" netns "$NS-$i"
+    in_ns "$i" ip link set lo up
+    in_ns "$i" ip link set "qmp$i" name eth0
+    in_ns "$i" ip addr add "$(addr "$i")/24" dev eth0
+    in_ns "$i" ip link set eth0 up
+    # The node's uplink: what it sends leaves through this shaper.
+    in_ns "$i" tc qdisc add dev eth0 root tbf rate "$RATE" burst 512kb latency 100ms
+done
+
+start_node() {
+    local i=$1; shift
+    local dir="$BASE/n$i"
+    mkdir -p "$dir"
+    in_ns "$i" env QUACKMESH_LOG=warn "$BIN" node --data-dir "$dir/data" \
+        --listen "/ip4/$(addr "$i")/tcp/$PORT" --api "$API" "$@" >"$dir/out" 2>"$dir/log" &
+    PIDS+=($!)
+}
+
+wait_line() { # file prefix -> value
+    for _ in $(seq 1 300); do
+        local v
+        v=$(sed -n "s/^$2: //p" "$1" | head -1)
+        [ -n "$v" ] && { echo "$v"; return 0; }
+        sleep 0.1
+    done
+    echo "node did not start: $1" >&2; cat "${1%/out}/log" >&2; return 1
+}
+
+api() { local i=$1; shift; in_ns "$i" curl -sf --max-time 600 "$@"; }
+
+start_node 0
+ORIGIN=$(wait_line "$BASE/n0/out" peer_id)
+BOOT="/ip4/$(addr 0)/tcp/$PORT/p2p/$ORIGIN"
+for i in $(seq 1 $((NODES - 1))); do start_node "$i" --bootstrap "$BOOT"; done
+for i in $(seq 1 $((NODES - 1))); do wait_line "$BASE/n$i/out" api >/dev/null; done
+
+echo "waiting for the DHT to fill" >&2
+for i in $(seq 0 $((NODES - 1))); do
+    for _ in $(seq 1 300); do
+        n=$(api "$i" "http://$API/api/node" | jq '.routing_table_peers') || n=0
+        [ "${n:-0}" -ge $((NODES / 2)) ] && break
+        sleep 0.1
+    done
+done
+
+put_blob() { # name -> id (random bytes: no two chunks alike)
+    head -c $((MIB * 1024 * 1024)) /dev/urandom >"$BASE/blob-$1"
+    api 0 -X POST --data-binary "@$BASE/blob-$1" "http://$API/api/blob" | jq -r .id
+}
+
+now() { date +%s.%N; }
+
+# Star: the origin sends the whole blob to each peer in turn.
+STAR_ID=$(put_blob star)
+echo "star: origin sends $MIB MiB to each of $((NODES - 1)) peers in turn" >&2
+t0=$(now)
+for i in $(seq 1 $((NODES - 1))); do
+    api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json"
+done
+t1=$(now)
+STAR=$(echo "$t1 - $t0" | bc -l)
+
+# Swarm: everyone fetches at once from whoever has chunks.
+SWARM_ID=$(put_blob swarm)
+echo "swarm: $((NODES - 1)) peers fetch $MIB MiB at once" >&2
+t0=$(now)
+for i in $(seq 1 $((NODES - 1))); do
+    api "$i" -X POST "http://$API/api/blob/$SWARM_ID/fetch?wait=true" >"$BASE/swarm-$i.json" &
+    FETCH_PIDS[$i]=$!
+done
+for i in $(seq 1 $((NODES - 1))); do wait "${FETCH_PIDS[$i]}"; done
+t1=$(now)
+SWARM=$(echo "$t1 - $t0" | bc -l)
+
+# Every copy complete; how the work was shared.
+for i in $(seq 1 $((NODES - 1))); do
+    for kind in star swarm; do
+        jq -e '.complete == true' "$BASE/$kind-$i.json" >/dev/null || { echo "node $i: $kind copy incomplete" >&2; exit 1; }
+    done
+done
+origin_chunks=$(cat "$BASE"/swarm-*.json | jq -s --arg o "$ORIGIN" '[.[].report.served_by[$o] // 0] | add')
+total_chunks=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by[]] | add')
+holders=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by | length] | add / length')
+
+printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf), TCP+Noise+Yamux\n' "$NODES" "$MIB" "$RATE"
+printf '  star  (origin to each peer in turn): %6.2f s\n' "$STAR"
+printf '  swarm (all fetch at once):           %6.2f s\n' "$SWARM"
+printf '  swarm / star: %.3f (target <= 0.2)\n' "$(echo "$SWARM / $STAR" | bc -l)"
+printf '  origin served %s of %s chunk transfers in the swarm; a fetcher used %.1f holders on average\n' \
+    "$origin_chunks" "$total_chunks" "$holders"
