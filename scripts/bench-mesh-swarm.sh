@@ -12,12 +12,16 @@
 # Data dirs live on tmpfs (/dev/shm) by default: 17 nodes on one machine would otherwise
 # contend for one disk, which a real network does not; set QM_SWARM_DIR to use a disk.
 #
-# Env: QM_NODES (17), QM_MIB (64), QM_RATE (400mbit), QM_SWARM_DIR, QM_BIN (release binary).
+# Env: QM_NODES (17), QM_MIB (64), QM_RATE (400mbit), QM_TBF_LATENCY (tbf queue, 50ms),
+# QM_TRANSPORT (tcp or quic, default tcp), QM_SWARM_DIR, QM_BIN (release binary),
+# QM_LOG (node log filter, default warn), QM_KEEP (a directory to copy logs and reports to).
 set -euo pipefail
 
 NODES=${QM_NODES:-17}
 MIB=${QM_MIB:-64}
 RATE=${QM_RATE:-400mbit}
+TBF_LATENCY=${QM_TBF_LATENCY:-50ms}
+TRANSPORT=${QM_TRANSPORT:-tcp}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${QM_BIN:-$ROOT/target/release/quackmesh}
 BR=qmswbr0
@@ -40,11 +44,19 @@ else
 fi
 PIDS=()
 
+ns_pids() { # every process running in our namespaces (nodes, curls): all started here
+    for i in $(seq 0 $((NODES - 1))); do ip netns pids "$NS-$i" 2>/dev/null; done
+}
+
 cleanup() {
     set +e
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    if [ -n "${QM_KEEP:-}" ]; then
+        mkdir -p "$QM_KEEP" && cp "$BASE"/*.json "$QM_KEEP"/ 2>/dev/null
+        for d in "$BASE"/n*; do cp "$d/log" "$QM_KEEP/$(basename "$d").log" 2>/dev/null; done
+    fi
+    for pid in "${PIDS[@]}" $(ns_pids); do kill "$pid" 2>/dev/null; done
+    for _ in $(seq 1 20); do [ -z "$(ns_pids)" ] && break; sleep 0.25; done
+    for pid in $(ns_pids); do kill -9 "$pid" 2>/dev/null; done
     for i in $(seq 0 $((NODES - 1))); do
         ip netns del "$NS-$i" 2>/dev/null
         ip link del "qmv$i" 2>/dev/null
@@ -71,16 +83,29 @@ for i in $(seq 0 $((NODES - 1))); do
     in_ns "$i" ip addr add "$(addr "$i")/24" dev eth0
     in_ns "$i" ip link set eth0 up
     # The node's uplink: what it sends leaves through this shaper.
-    in_ns "$i" tc qdisc add dev eth0 root tbf rate "$RATE" burst 512kb latency 100ms
+    in_ns "$i" tc qdisc add dev eth0 root tbf rate "$RATE" burst 512kb latency "$TBF_LATENCY"
 done
+
+listen_addr() {
+    if [ "$TRANSPORT" = quic ]; then echo "/ip4/$(addr "$1")/udp/$PORT/quic-v1"; else echo "/ip4/$(addr "$1")/tcp/$PORT"; fi
+}
 
 start_node() {
     local i=$1; shift
     local dir="$BASE/n$i"
     mkdir -p "$dir"
-    in_ns "$i" env QUACKMESH_LOG=warn "$BIN" node --data-dir "$dir/data" \
-        --listen "/ip4/$(addr "$i")/tcp/$PORT" --api "$API" "$@" >"$dir/out" 2>"$dir/log" &
+    # Not through a shell function: $! must be the node itself (ip netns exec execs it).
+    ip netns exec "$NS-$i" env QUACKMESH_LOG="${QM_LOG:-warn}" "$BIN" node --data-dir "$dir/data" \
+        --listen "$(listen_addr "$i")" --api "$API" "$@" >"$dir/out" 2>"$dir/log" &
     PIDS+=($!)
+}
+
+cpu_seconds() { # user+system CPU seconds of the node processes
+    local ticks=0 pid
+    for pid in "${PIDS[@]}"; do
+        [ -r "/proc/$pid/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$ticks / $(getconf CLK_TCK)" | bc -l
 }
 
 wait_line() { # file prefix -> value
@@ -97,7 +122,7 @@ api() { local i=$1; shift; in_ns "$i" curl -sf --max-time 600 "$@"; }
 
 start_node 0
 ORIGIN=$(wait_line "$BASE/n0/out" peer_id)
-BOOT="/ip4/$(addr 0)/tcp/$PORT/p2p/$ORIGIN"
+BOOT="$(listen_addr 0)/p2p/$ORIGIN"
 for i in $(seq 1 $((NODES - 1))); do start_node "$i" --bootstrap "$BOOT"; done
 for i in $(seq 1 $((NODES - 1))); do wait_line "$BASE/n$i/out" api >/dev/null; done
 
@@ -120,23 +145,28 @@ now() { date +%s.%N; }
 # Star: the origin sends the whole blob to each peer in turn.
 STAR_ID=$(put_blob star)
 echo "star: origin sends $MIB MiB to each of $((NODES - 1)) peers in turn" >&2
+c0=$(cpu_seconds)
 t0=$(now)
 for i in $(seq 1 $((NODES - 1))); do
     api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json"
 done
 t1=$(now)
+STAR_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
 STAR=$(echo "$t1 - $t0" | bc -l)
 
 # Swarm: everyone fetches at once from whoever has chunks.
 SWARM_ID=$(put_blob swarm)
 echo "swarm: $((NODES - 1)) peers fetch $MIB MiB at once" >&2
+c0=$(cpu_seconds)
 t0=$(now)
 for i in $(seq 1 $((NODES - 1))); do
-    api "$i" -X POST "http://$API/api/blob/$SWARM_ID/fetch?wait=true" >"$BASE/swarm-$i.json" &
+    ip netns exec "$NS-$i" curl -sf --max-time 600 -X POST \
+        "http://$API/api/blob/$SWARM_ID/fetch?wait=true" >"$BASE/swarm-$i.json" &
     FETCH_PIDS[$i]=$!
 done
 for i in $(seq 1 $((NODES - 1))); do wait "${FETCH_PIDS[$i]}"; done
 t1=$(now)
+SWARM_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
 SWARM=$(echo "$t1 - $t0" | bc -l)
 
 # Every copy complete; how the work was shared.
@@ -149,9 +179,11 @@ origin_chunks=$(cat "$BASE"/swarm-*.json | jq -s --arg o "$ORIGIN" '[.[].report.
 total_chunks=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by[]] | add')
 holders=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by | length] | add / length')
 
-printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf), TCP+Noise+Yamux\n' "$NODES" "$MIB" "$RATE"
-printf '  star  (origin to each peer in turn): %6.2f s\n' "$STAR"
-printf '  swarm (all fetch at once):           %6.2f s\n' "$SWARM"
+printf 'per-fetcher swarm times (ms): %s\n' "$(cat "$BASE"/swarm-*.json | jq -s -r '[.[].report.elapsed_ms] | sort | map(tostring) | join(" ")')" >&2
+printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf, %s queue), %s, %d cores\n' \
+    "$NODES" "$MIB" "$RATE" "$TBF_LATENCY" "$TRANSPORT" "$(nproc)"
+printf '  star  (origin to each peer in turn): %6.2f s  (nodes used %.1f CPU-s)\n' "$STAR" "$STAR_CPU"
+printf '  swarm (all fetch at once):           %6.2f s  (nodes used %.1f CPU-s)\n' "$SWARM" "$SWARM_CPU"
 printf '  swarm / star: %.3f (target <= 0.2)\n' "$(echo "$SWARM / $STAR" | bc -l)"
 printf '  origin served %s of %s chunk transfers in the swarm; a fetcher used %.1f holders on average\n' \
     "$origin_chunks" "$total_chunks" "$holders"

@@ -105,7 +105,10 @@ fn store_writes(data: &[u8]) -> Duration {
                 .expect("chunk")
         })
         .collect();
-    let per_txn: usize = std::env::var("QM_TXN_CHUNKS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let per_txn: usize = std::env::var("QM_TXN_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let start = Instant::now();
     for batch in chunks.chunks(per_txn) {
         store.write_chunks(&id, batch).expect("write");
@@ -150,7 +153,10 @@ async fn node(
     bootstrap: Vec<libp2p::Multiaddr>,
 ) -> NodeHandle {
     let mut c = NodeConfig::new(dir);
-    if let Some(depth) = std::env::var("QM_BENCH_DEPTH").ok().and_then(|v| v.parse().ok()) {
+    if let Some(depth) = std::env::var("QM_BENCH_DEPTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         c.mesh.fetch.per_peer = depth;
         c.mesh.fetch.total = c.mesh.fetch.total.max(depth);
         c.mesh.upload_slots = depth;
@@ -244,13 +250,18 @@ fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<Ra
     let behaviour = |_: &libp2p::identity::Keypair| {
         rr::Behaviour::with_codec(
             RawCodec,
-            [(libp2p::StreamProtocol::new("/bench/raw/1"), rr::ProtocolSupport::Full)],
+            [(
+                libp2p::StreamProtocol::new("/bench/raw/1"),
+                rr::ProtocolSupport::Full,
+            )],
             rr::Config::default().with_request_timeout(Duration::from_secs(60)),
         )
     };
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
     if quic {
-        let mtu: Option<u16> = std::env::var("QM_QUIC_MTU").ok().and_then(|v| v.parse().ok());
+        let mtu: Option<u16> = std::env::var("QM_QUIC_MTU")
+            .ok()
+            .and_then(|v| v.parse().ok());
         builder
             .with_quic_config(|mut c| {
                 c.max_stream_data = 16 * 1024 * 1024;
@@ -281,8 +292,14 @@ fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<Ra
 async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
     use libp2p::{request_response as rr, swarm::SwarmEvent};
     let mut server = raw_swarm(quic);
-    let listen = if quic { "/ip4/127.0.0.1/udp/0/quic-v1" } else { "/ip4/127.0.0.1/tcp/0" };
-    server.listen_on(listen.parse().expect("addr")).expect("listen");
+    let listen = if quic {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        "/ip4/127.0.0.1/tcp/0"
+    };
+    server
+        .listen_on(listen.parse().expect("addr"))
+        .expect("listen");
     let addr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
             break address;
@@ -297,12 +314,16 @@ async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
                 ..
             }) = server.select_next_some().await
             {
-                let _ = server.behaviour_mut().send_response(channel, payload.clone());
+                let _ = server
+                    .behaviour_mut()
+                    .send_response(channel, payload.clone());
             }
         }
     });
     let mut client = raw_swarm(quic);
-    client.dial(addr.with_p2p(server_id).expect("p2p")).expect("dial");
+    client
+        .dial(addr.with_p2p(server_id).expect("p2p"))
+        .expect("dial");
     loop {
         if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
             break;
@@ -427,7 +448,10 @@ fn main() {
         }
         b
     });
-    let depth: usize = std::env::var("QM_BENCH_DEPTH").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let depth: usize = std::env::var("QM_BENCH_DEPTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
     let raw_tcp = rt.block_on(async {
         let mut b = Duration::MAX;
         for _ in 0..runs {
@@ -442,7 +466,11 @@ fn main() {
         }
         b
     });
-    println!("  libp2p request-response alone, TCP+Noise+Yamux: {:.0} MB/s, QUIC: {:.0} MB/s (1 MiB responses, {depth} in flight)", mbps(len, raw_tcp), mbps(len, raw_quic));
+    println!(
+        "  libp2p request-response alone, TCP+Noise+Yamux: {:.0} MB/s, QUIC: {:.0} MB/s (1 MiB responses, {depth} in flight)",
+        mbps(len, raw_tcp),
+        mbps(len, raw_quic)
+    );
     let only = std::env::var("QM_BENCH_ONLY").unwrap_or_default();
     let run_link = |name: &str, listen: &str| {
         if only.is_empty() || name.starts_with(only.as_str()) {

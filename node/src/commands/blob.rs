@@ -156,9 +156,17 @@ async fn get(
     Ok(())
 }
 
-async fn fetch(http: &reqwest::Client, hash: &str, from: &[String], node: &str) -> anyhow::Result<()> {
+async fn fetch(
+    http: &reqwest::Client,
+    hash: &str,
+    from: &[String],
+    node: &str,
+) -> anyhow::Result<()> {
     let id: Hash32 = hash.parse()?;
-    let mut url = format!("{}/api/blob/{id}/fetch?wait=true", node.trim_end_matches('/'));
+    let mut url = format!(
+        "{}/api/blob/{id}/fetch?wait=true",
+        node.trim_end_matches('/')
+    );
     if !from.is_empty() {
         url.push_str(&format!("&from={}", from.join(",")));
     }

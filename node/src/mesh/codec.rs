@@ -5,16 +5,24 @@
 //!
 //! [`Envelope`]: crate::mesh::message::Envelope
 
-use std::{io, marker::PhantomData};
+use std::{
+    io,
+    marker::PhantomData,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::mesh::message::{MessageError, decode_versioned, encode_versioned};
+use crate::mesh::message::{MessageError, decode_versioned, encode_versioned_into};
 
 /// Initial read buffer; grows up to the cap.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Buffers kept for reuse per protocol.
+const POOL_BUFFERS: usize = 32;
+/// Larger buffers are not kept (a rare 4 MiB manifest should not pin memory).
+const MAX_POOLED_BYTES: usize = 2 * 1024 * 1024;
 
 /// A request as read off the wire: decoded, or the reason it was refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +47,36 @@ pub struct CodecLimits {
     pub response_prealloc_bytes: usize,
 }
 
+/// Read and encode buffers reused across streams: a fresh 1 MiB buffer per chunk costs page
+/// faults and zeroing that showed up as the largest item in the swarm benchmark's profile.
+/// Bounded in count and size; shared by the clones of one codec.
+#[derive(Debug, Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() > MAX_POOLED_BYTES {
+            return;
+        }
+        let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buf);
+        }
+    }
+}
+
 /// A request-response codec for `Req`/`Resp` with explicit limits.
 pub struct CborCodec<Req, Resp> {
     limits: CodecLimits,
+    pool: BufferPool,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
@@ -50,14 +85,86 @@ impl<Req, Resp> CborCodec<Req, Resp> {
     pub fn new(limits: CodecLimits) -> Self {
         Self {
             limits,
+            pool: BufferPool::default(),
             _types: PhantomData,
         }
+    }
+
+    /// Encodes `value` in a pooled buffer and writes it out.
+    async fn write_message<T: Serialize + Send, W: AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut W,
+        value: T,
+        limit: usize,
+    ) -> io::Result<()> {
+        let mut buf = self.pool.take();
+        buf.clear();
+        let encoded = encode_versioned_into(self.limits.version, &value, limit, &mut buf);
+        drop(value);
+        let result = match encoded {
+            Ok(()) => io.write_all(&buf).await,
+            Err(e) => Err(invalid_data(e)),
+        };
+        self.pool.give(buf);
+        result
+    }
+
+    /// Reads a whole message into a pooled buffer and decodes it.
+    async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin + Send>(
+        &self,
+        io: &mut R,
+        limit: usize,
+        prealloc: usize,
+    ) -> io::Result<Result<T, MessageError>> {
+        let mut buf = self.pool.take();
+        let read = read_into(io, &mut buf, limit, prealloc).await;
+        let decoded = match read {
+            Ok(Ok(filled)) => Ok(decode_versioned(&buf[..filled], limit, self.limits.version)),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
+        self.pool.give(buf);
+        decoded
     }
 }
 
 impl<Req, Resp> Clone for CborCodec<Req, Resp> {
     fn clone(&self) -> Self {
-        Self::new(self.limits)
+        Self {
+            limits: self.limits,
+            pool: self.pool.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+/// Reads the whole stream into `buf` (whose current length counts as initialised space to
+/// reuse), never more than `limit + 1` bytes; returns how many bytes were read. New space is
+/// zeroed once, when the buffer grows, not on every use.
+async fn read_into<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    prealloc: usize,
+) -> io::Result<Result<usize, MessageError>> {
+    let cap = limit + 1;
+    if buf.len() < prealloc.min(cap) {
+        buf.resize(prealloc.min(cap), 0);
+    }
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if filled >= cap {
+                return Ok(Err(MessageError::TooLarge { len: filled, limit }));
+            }
+            let grown = (buf.len() * 2).clamp(READ_BUFFER_BYTES.min(cap), cap);
+            buf.resize(grown, 0);
+        }
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Ok(Ok(filled));
+        }
+        filled += n;
     }
 }
 
@@ -68,15 +175,11 @@ pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
     limit: usize,
     prealloc: usize,
 ) -> io::Result<Result<Vec<u8>, MessageError>> {
-    let mut buf = Vec::with_capacity(prealloc.min(limit + 1));
-    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > limit {
-        return Ok(Err(MessageError::TooLarge {
-            len: buf.len(),
-            limit,
-        }));
-    }
-    Ok(Ok(buf))
+    let mut buf = Vec::new();
+    Ok(read_into(io, &mut buf, limit, prealloc).await?.map(|n| {
+        buf.truncate(n);
+        buf
+    }))
 }
 
 fn invalid_data(e: MessageError) -> io::Error {
@@ -96,9 +199,9 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        let decoded = read_capped(io, self.limits.request_bytes, READ_BUFFER_BYTES)
-            .await?
-            .and_then(|b| decode_versioned(&b, self.limits.request_bytes, self.limits.version));
+        let decoded = self
+            .read_message(io, self.limits.request_bytes, READ_BUFFER_BYTES)
+            .await?;
         Ok(match decoded {
             Ok(r) => Decoded::Valid(r),
             Err(e) => Decoded::Invalid(e),
@@ -109,14 +212,13 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_capped(
+        self.read_message(
             io,
             self.limits.response_bytes,
             self.limits.response_prealloc_bytes,
         )
-            .await?
-            .and_then(|b| decode_versioned(&b, self.limits.response_bytes, self.limits.version))
-            .map_err(invalid_data)
+        .await?
+        .map_err(invalid_data)
     }
 
     async fn write_request<T>(
@@ -132,9 +234,8 @@ where
             Decoded::Valid(r) => r,
             Decoded::Invalid(e) => return Err(invalid_data(e)),
         };
-        let bytes = encode_versioned(self.limits.version, &req, self.limits.request_bytes)
-            .map_err(invalid_data)?;
-        io.write_all(&bytes).await
+        self.write_message(io, req, self.limits.request_bytes)
+            .await
     }
 
     async fn write_response<T>(
@@ -146,16 +247,15 @@ where
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let bytes = encode_versioned(self.limits.version, &res, self.limits.response_bytes)
-            .map_err(invalid_data)?;
-        io.write_all(&bytes).await
+        self.write_message(io, res, self.limits.response_bytes)
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh::message::{RPC_VERSION, RpcRequest, RpcResponse};
+    use crate::mesh::message::{RPC_VERSION, RpcRequest, RpcResponse, encode_versioned};
     use futures::io::Cursor;
     use request_response::Codec as _;
 
@@ -210,6 +310,29 @@ mod tests {
             read_req(&future),
             Decoded::Invalid(MessageError::UnknownVersion { got: 7, .. })
         ));
+    }
+
+    #[test]
+    fn buffers_grow_to_the_cap_and_are_reused() {
+        let pool = BufferPool::default();
+        let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        for _ in 0..3 {
+            let mut buf = pool.take();
+            let mut io = Cursor::new(data.clone());
+            let n = futures::executor::block_on(read_into(&mut io, &mut buf, 5000, 16))
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], &data[..]);
+            pool.give(buf);
+        }
+        assert_eq!(pool.0.lock().unwrap().len(), 1, "one buffer recycled");
+        let mut buf = Vec::new();
+        let mut io = Cursor::new(data.clone());
+        let r = futures::executor::block_on(read_into(&mut io, &mut buf, 2999, 16)).unwrap();
+        assert_eq!(r, Err(MessageError::TooLarge { len: 3000, limit: 2999 }));
+        let mut io = Cursor::new(data);
+        let r = futures::executor::block_on(read_into(&mut io, &mut buf, 3000, 16)).unwrap();
+        assert_eq!(r, Ok(3000));
     }
 
     #[test]

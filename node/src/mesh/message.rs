@@ -115,6 +115,26 @@ pub fn encode_versioned<T: Serialize>(
     Ok(bytes)
 }
 
+/// Like [`encode_versioned`], appending to `out` (so callers can reuse a buffer).
+pub fn encode_versioned_into<T: Serialize>(
+    version: u16,
+    body: &T,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), MessageError> {
+    let start = out.len();
+    ciborium::into_writer(&Envelope { v: version, body }, &mut *out)
+        .map_err(|e| MessageError::Encode(e.to_string()))?;
+    let len = out.len() - start;
+    if len > limit {
+        out.truncate(start);
+        return Err(MessageError::Encode(format!(
+            "{len} bytes exceed the {limit}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes an envelope of `version` holding a `T`, reading at most `limit` bytes.
 pub fn decode_versioned<T: DeserializeOwned>(
     bytes: &[u8],

@@ -153,13 +153,13 @@ pub fn corrupt_chunk(db: &Db, id: &BlobId, index: u32) {
     let state = blobs.state(id).expect("state").expect("known blob");
     let hash = state.manifest.chunks[index as usize];
     let mut data = db
-        .get_raw(CHUNKS, hash.as_bytes())
+        .get_plain(CHUNKS, hash.as_bytes())
         .expect("read")
         .expect("chunk present");
     for b in data.iter_mut().step_by(97) {
         *b ^= 0x5a;
     }
-    db.put_raw(CHUNKS, hash.as_bytes(), &data).expect("write");
+    db.put_plain(CHUNKS, hash.as_bytes(), &data).expect("write");
 }
 
 /// A `quackmesh node` child process (killed on drop).
