@@ -3,9 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub(crate) mod blob;
 pub(crate) mod chain;
 pub(crate) mod learn;
-pub(crate) mod blob;
 pub(crate) mod node;
 
 /// QuackMesh: decentralized federated learning and compute rental on a libp2p mesh, paid in

@@ -9,7 +9,10 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::cbor::{self, CodecError};
+use crate::{
+    cbor::{self, CodecError},
+    roles::wire::{Heartbeat, JobAnnouncement, RoundHeadMsg, UpdateOffer, UpdateVerdict},
+};
 
 /// Version of the gossip envelope.
 pub const GOSSIP_VERSION: u16 = 1;
@@ -171,6 +174,12 @@ pub enum GossipBody {
         /// At most [`MAX_NOTE_CHARS`] characters.
         text: String,
     },
+    /// A coordinator-eligible peer is alive (`quackmesh/1/coordinators`).
+    Heartbeat(Heartbeat),
+    /// A training job was created (`quackmesh/1/jobs`).
+    JobAnnounced(JobAnnouncement),
+    /// A job's round head from its coordinator (`quackmesh/1/job/<id>`).
+    RoundHead(RoundHeadMsg),
 }
 
 impl GossipBody {
@@ -180,7 +189,9 @@ impl GossipBody {
             Self::Note { text } if text.chars().count() > MAX_NOTE_CHARS => Err(
                 MessageError::Invalid(format!("note longer than {MAX_NOTE_CHARS} characters")),
             ),
-            Self::Note { .. } => Ok(()),
+            Self::Note { .. } | Self::JobAnnounced(_) => Ok(()),
+            Self::Heartbeat(h) => h.validate(),
+            Self::RoundHead(h) => h.validate(),
         }
     }
 
@@ -204,6 +215,9 @@ impl GossipBody {
 pub enum RpcRequest {
     /// Asks a peer for its [`NodeStatus`].
     Status,
+    /// Offers an update to a job's coordinator; answered with [`RpcResponse::UpdateVerdict`]
+    /// once the update is evaluated.
+    OfferUpdate(UpdateOffer),
 }
 
 /// An application RPC response.
@@ -212,6 +226,8 @@ pub enum RpcRequest {
 pub enum RpcResponse {
     /// The answer to [`RpcRequest::Status`].
     Status(NodeStatus),
+    /// The answer to [`RpcRequest::OfferUpdate`].
+    UpdateVerdict(UpdateVerdict),
     /// The request was refused or failed.
     Error(RpcError),
 }

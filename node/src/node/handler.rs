@@ -53,6 +53,9 @@ pub async fn handle_default(client: &Client, roles: &Roles, event: Event) -> Res
                     Ok(s) => RpcResponse::Status(s),
                     Err(e) => RpcResponse::error(RpcErrorCode::Internal, e.to_string()),
                 },
+                RpcRequest::OfferUpdate(_) => {
+                    RpcResponse::error(RpcErrorCode::Unsupported, "this node coordinates no jobs")
+                }
             };
             client.respond(channel, response).await
         }

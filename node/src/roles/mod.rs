@@ -3,5 +3,7 @@
 
 pub mod election;
 pub mod job;
+pub mod jobs;
 pub mod participation;
 pub mod round;
+pub mod wire;
