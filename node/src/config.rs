@@ -99,6 +99,32 @@ pub struct NodeConfig {
     pub max_blob_bytes: u64,
     /// Mesh tuning (mDNS and the upload rate come from the layers).
     pub mesh: MeshConfig,
+    /// The chain the node's roles use (`None`: a mesh-only node).
+    pub chain: Option<ChainSettings>,
+    /// The contributor's training data.
+    pub contribute_data: Option<PathBuf>,
+    /// The provider's price per hour in $DUCK (decimal text).
+    pub price: Option<String>,
+}
+
+/// Where the node's chain is and which key it signs with. The private key itself is never part
+/// of the configuration: it comes from `QUACKMESH_PRIVATE_KEY`, a key file or a keystore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSettings {
+    /// Network name in networks.toml.
+    pub network: String,
+    /// RPC endpoint override.
+    pub rpc_url: Option<String>,
+    /// Deployment record override.
+    pub deployment: Option<PathBuf>,
+    /// Networks file override.
+    pub networks: Option<PathBuf>,
+    /// Key file.
+    pub private_key_file: Option<PathBuf>,
+    /// Keystore file.
+    pub keystore: Option<PathBuf>,
+    /// Devnet account index.
+    pub dev_account: Option<usize>,
 }
 
 impl NodeConfig {
@@ -137,6 +163,25 @@ pub struct ConfigLayer {
     pub upload_rate: Option<u64>,
     /// Largest blob accepted by the API, bytes.
     pub max_blob_bytes: Option<u64>,
+    /// Chain network name (devnet, duckchain-testnet, duckchain-mainnet); setting any chain
+    /// field connects the node to the chain.
+    pub network: Option<String>,
+    /// Chain RPC endpoint (default: the network's).
+    pub rpc_url: Option<String>,
+    /// Deployment record (default: testnet/deployments/<network>.json).
+    pub deployment: Option<PathBuf>,
+    /// A networks file instead of the built-in one.
+    pub networks: Option<PathBuf>,
+    /// A file holding the node's hex private key.
+    pub private_key_file: Option<PathBuf>,
+    /// An encrypted keystore (password in QUACKMESH_KEYSTORE_PASSWORD).
+    pub keystore: Option<PathBuf>,
+    /// On devnet, which of anvil's funded accounts to use when no key is given.
+    pub dev_account: Option<usize>,
+    /// The contributor's training data (MNIST-format directory).
+    pub data: Option<PathBuf>,
+    /// Provider: price per hour in $DUCK.
+    pub price: Option<String>,
 }
 
 fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
@@ -226,6 +271,17 @@ impl ConfigLayer {
                 "MAX_BLOB_BYTES" => {
                     layer.max_blob_bytes = Some(parse_one(&var, &value, "bytes")?);
                 }
+                "NETWORK" => layer.network = Some(value.trim().to_owned()),
+                "RPC_URL" => layer.rpc_url = Some(value.trim().to_owned()),
+                "DEPLOYMENT" => layer.deployment = Some(PathBuf::from(&value)),
+                "NETWORKS" => layer.networks = Some(PathBuf::from(&value)),
+                "PRIVATE_KEY_FILE" => layer.private_key_file = Some(PathBuf::from(&value)),
+                "KEYSTORE" => layer.keystore = Some(PathBuf::from(&value)),
+                "DEV_ACCOUNT" => {
+                    layer.dev_account = Some(parse_one(&var, &value, "an account index")?)
+                }
+                "DATA" => layer.data = Some(PathBuf::from(&value)),
+                "PRICE" => layer.price = Some(value.trim().to_owned()),
                 _ => {}
             }
         }
@@ -245,6 +301,15 @@ impl ConfigLayer {
             mdns: self.mdns.or(lower.mdns),
             upload_rate: self.upload_rate.or(lower.upload_rate),
             max_blob_bytes: self.max_blob_bytes.or(lower.max_blob_bytes),
+            network: self.network.or(lower.network),
+            rpc_url: self.rpc_url.or(lower.rpc_url),
+            deployment: self.deployment.or(lower.deployment),
+            networks: self.networks.or(lower.networks),
+            private_key_file: self.private_key_file.or(lower.private_key_file),
+            keystore: self.keystore.or(lower.keystore),
+            dev_account: self.dev_account.or(lower.dev_account),
+            data: self.data.or(lower.data),
+            price: self.price.or(lower.price),
         }
     }
 
@@ -255,7 +320,21 @@ impl ConfigLayer {
             upload_bytes_per_sec: self.upload_rate.filter(|r| *r > 0),
             ..MeshConfig::default()
         };
+        let chain_set =
+            self.network.is_some() || self.rpc_url.is_some() || self.deployment.is_some();
+        let chain = chain_set.then(|| ChainSettings {
+            network: self.network.unwrap_or_else(|| "devnet".to_owned()),
+            rpc_url: self.rpc_url,
+            deployment: self.deployment,
+            networks: self.networks,
+            private_key_file: self.private_key_file,
+            keystore: self.keystore,
+            dev_account: self.dev_account,
+        });
         NodeConfig {
+            chain,
+            contribute_data: self.data,
+            price: self.price,
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
             listen: self.listen.unwrap_or_else(|| {
                 DEFAULT_LISTEN

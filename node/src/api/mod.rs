@@ -10,6 +10,7 @@
 //! Errors are JSON `{"error": "..."}` with a status code that says whose fault it is.
 
 pub mod blob;
+pub mod jobs;
 pub mod node;
 
 use std::sync::Arc;
@@ -103,6 +104,12 @@ impl From<MeshError> for ApiError {
             MeshError::FetchFailed { .. } => Self::Upstream(e.to_string()),
             e => Self::Internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
     }
 }
 

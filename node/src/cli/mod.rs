@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod blob;
 pub(crate) mod chain;
+pub(crate) mod job;
 pub(crate) mod learn;
 pub(crate) mod node;
 
@@ -28,6 +29,8 @@ pub(crate) enum Command {
     Node(node::NodeArgs),
     /// Put and get blobs through a running node.
     Blob(blob::BlobArgs),
+    /// Federated training jobs: submit one, follow its rounds, download its model.
+    Job(job::JobArgs),
     /// On-chain contracts: deploy them (`chain deploy`), show a deployment (`chain info`).
     #[command(subcommand)]
     Chain(chain::ChainCommand),

@@ -13,7 +13,10 @@ use quackmesh::config::ConfigLayer;
 /// then the --config TOML file, then QUACKMESH_* environment variables (QUACKMESH_DATA_DIR,
 /// QUACKMESH_LISTEN, QUACKMESH_BOOTSTRAP (comma-separated), QUACKMESH_API, QUACKMESH_PROVIDE,
 /// QUACKMESH_CONTRIBUTE, QUACKMESH_COORDINATOR, QUACKMESH_MDNS, QUACKMESH_UPLOAD_RATE,
-/// QUACKMESH_MAX_BLOB_BYTES), then defaults.
+/// QUACKMESH_MAX_BLOB_BYTES, QUACKMESH_DATA, QUACKMESH_PRICE, QUACKMESH_NETWORK,
+/// QUACKMESH_RPC_URL, QUACKMESH_DEPLOYMENT, QUACKMESH_NETWORKS, QUACKMESH_PRIVATE_KEY_FILE,
+/// QUACKMESH_KEYSTORE, QUACKMESH_DEV_ACCOUNT), then defaults. The chain key itself comes only
+/// from $QUACKMESH_PRIVATE_KEY, a key file or a keystore, never from flags.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// Offer this machine on the compute marketplace (shown in /api/node; behaviour comes with
@@ -48,8 +51,40 @@ pub(crate) struct NodeArgs {
     /// Largest blob accepted by POST /api/blob, in bytes [default: 1 GiB].
     #[arg(long, value_name = "BYTES")]
     pub(crate) max_blob_bytes: Option<u64>,
+    /// Training data of a contributor: a directory of MNIST-format IDX files
+    /// (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]). It never leaves the node.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
+    /// Provider's price per hour, in $DUCK (e.g. 2.5).
+    #[arg(long, value_name = "DUCK_PER_HOUR")]
+    pub(crate) price: Option<String>,
+    /// Chain network: devnet, duckchain-testnet or duckchain-mainnet. Setting --network,
+    /// --rpc-url or --deployment connects the node's roles to the chain.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) network: Option<String>,
+    /// Chain RPC endpoint [default: the network's].
+    #[arg(long, value_name = "URL")]
+    pub(crate) rpc_url: Option<String>,
+    /// Deployment record [default: testnet/deployments/<network>.json].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) deployment: Option<PathBuf>,
+    /// A networks file instead of the built-in testnet/networks.toml.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) networks: Option<PathBuf>,
+    /// The node's chain key: a file with a hex private key. Otherwise $QUACKMESH_PRIVATE_KEY,
+    /// then --keystore (password in $QUACKMESH_KEYSTORE_PASSWORD), then on devnet
+    /// --dev-account.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) private_key_file: Option<PathBuf>,
+    /// An encrypted keystore [default: <data-dir>/keystore.json when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) keystore: Option<PathBuf>,
+    /// On devnet only: which of anvil's ten funded accounts is this node's key.
+    #[arg(long, value_name = "INDEX")]
+    pub(crate) dev_account: Option<usize>,
     /// TOML file with the same settings (keys: data_dir, listen, bootstrap, api, provide,
-    /// contribute, coordinator, mdns, upload_rate, max_blob_bytes).
+    /// contribute, coordinator, mdns, upload_rate, max_blob_bytes, data, price, network, rpc_url,
+    /// deployment, networks, private_key_file, keystore, dev_account).
     #[arg(long, value_name = "FILE", env = "QUACKMESH_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -70,6 +105,15 @@ impl NodeArgs {
             mdns: flag(self.mdns),
             upload_rate: self.upload_rate,
             max_blob_bytes: self.max_blob_bytes,
+            network: self.network.clone(),
+            rpc_url: self.rpc_url.clone(),
+            deployment: self.deployment.clone(),
+            networks: self.networks.clone(),
+            private_key_file: self.private_key_file.clone(),
+            keystore: self.keystore.clone(),
+            dev_account: self.dev_account,
+            data: self.data.clone(),
+            price: self.price.clone(),
         }
     }
 }

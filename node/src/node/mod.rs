@@ -28,13 +28,15 @@ use tokio::{
 
 use crate::{
     api::{self, ApiState},
-    config::NodeConfig,
+    chain,
+    config::{ChainSettings, NodeConfig},
     mesh::{
         self, Client, Event, MeshError, MeshMetrics,
         blob::{BlobError, BlobStore, FetchOptions},
         topics::Topic,
     },
     metrics::Metrics,
+    roles::runtime::{RoleContext, RolesConfig, RolesHandle},
     store::{Db, StoreError},
 };
 
@@ -63,6 +65,12 @@ pub enum NodeError {
     /// The mesh failed to start.
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// The chain could not be reached or the key not loaded.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The roles could not start.
+    #[error("roles: {0}")]
+    Roles(String),
     /// The API could not bind its address.
     #[error("cannot serve the API on {addr}: {reason}")]
     Api {
@@ -131,24 +139,34 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node with the default event handling.
+    /// Starts the node: with a chain configured, the roles (coordinator, contributor,
+    /// requester) handle the mesh's events; without one, the default handling does.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
-        let (mut handle, events) = self.start_inner().await?;
-        let client = handle.client.clone();
-        let roles = handle.config.roles;
-        handle
-            .tasks
-            .push(tokio::spawn(handler::run_default(client, roles, events)));
+        let (mut handle, events) = self.start_inner(true).await?;
+        if let Some(events) = events {
+            let client = handle.client.clone();
+            let roles = handle.config.roles;
+            handle
+                .tasks
+                .push(tokio::spawn(handler::run_default(client, roles, events)));
+        }
         Ok(handle)
     }
 
-    /// Starts the node and hands the mesh's event stream to the caller, who must answer gossip
-    /// verdicts and requests ([`handler::handle_default`] does the default).
+    /// Starts the node without roles and hands the mesh's event stream to the caller, who must
+    /// answer gossip verdicts and requests ([`handler::handle_default`] does the default).
     pub async fn start_with_events(self) -> Result<(NodeHandle, mpsc::Receiver<Event>), NodeError> {
-        self.start_inner().await
+        let (handle, events) = self.start_inner(false).await?;
+        match events {
+            Some(events) => Ok((handle, events)),
+            None => Err(NodeError::Roles("event stream already taken".into())),
+        }
     }
 
-    async fn start_inner(self) -> Result<(NodeHandle, mpsc::Receiver<Event>), NodeError> {
+    async fn start_inner(
+        self,
+        with_roles: bool,
+    ) -> Result<(NodeHandle, Option<mpsc::Receiver<Event>>), NodeError> {
         let config = self.config;
         let db = Db::open_dir(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
@@ -185,6 +203,24 @@ impl NodeBuilder {
         if let Some(routes) = self.routes {
             router = router.merge(routes(&ctx));
         }
+        let mut events = Some(events);
+        let mut chain_client = None;
+        let mut roles_handle = None;
+        if let (true, Some(settings)) = (with_roles, config.chain.clone()) {
+            let Some(ev) = events.take() else {
+                return Err(NodeError::Roles("event stream already taken".into()));
+            };
+            let started = start_roles(&config, &settings, &client, &db, ev).await?;
+            router = router.merge(api::jobs::router(api::jobs::JobsState {
+                mesh: client.clone(),
+                db: db.clone(),
+                chain: started.chain.clone(),
+                roles: started.roles.clone(),
+            }));
+            tasks.extend(started.tasks);
+            chain_client = Some(started.chain);
+            roles_handle = Some(started.roles);
+        }
         let listener = tokio::net::TcpListener::bind(config.api_addr)
             .await
             .map_err(|e| NodeError::Api {
@@ -217,10 +253,82 @@ impl NodeBuilder {
                 config,
                 api_stop: Some(api_stop),
                 tasks,
+                chain: chain_client,
+                roles: roles_handle,
             },
             events,
         ))
     }
+}
+
+/// What [`start_roles`] started.
+struct StartedRoles {
+    chain: chain::Client,
+    roles: RolesHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Connects to the chain with the node's key and starts the roles' actor over the mesh events.
+async fn start_roles(
+    config: &NodeConfig,
+    settings: &ChainSettings,
+    client: &Client,
+    db: &Db,
+    events: mpsc::Receiver<Event>,
+) -> Result<StartedRoles, NodeError> {
+    let chain_err = |e: chain::Error| NodeError::Chain(e.to_string());
+    let networks = match &settings.networks {
+        Some(path) => chain::Networks::load(path).map_err(chain_err)?,
+        None => chain::Networks::builtin().map_err(chain_err)?,
+    };
+    let cfg = chain::Config::resolve(
+        &networks,
+        &settings.network,
+        settings.rpc_url.as_deref(),
+        settings.deployment.as_deref(),
+    )
+    .map_err(chain_err)?;
+    let keys = chain::keys::KeyOptions {
+        private_key_file: settings.private_key_file.clone(),
+        keystore: settings.keystore.clone(),
+        data_dir: Some(config.data_dir.clone()),
+        dev_account: settings.dev_account,
+        ..chain::keys::KeyOptions::from_env()
+    };
+    let devnet = cfg.network.name == "devnet";
+    let (signer, origin) = chain::keys::resolve_signer(&keys, devnet)
+        .map_err(chain_err)?
+        .ok_or_else(|| {
+            NodeError::Chain(
+                "the node needs a chain key: set QUACKMESH_PRIVATE_KEY, --private-key-file or \
+                 --keystore (or --dev-account on devnet)"
+                    .into(),
+            )
+        })?;
+    let chain = chain::Client::connect(&cfg, Some(signer.clone()), Some(db.clone()))
+        .await
+        .map_err(chain_err)?;
+    tracing::info!(target: "node", network = %cfg.network.name, eth = %signer.address(), key = ?origin, "chain connected");
+    let watch_cfg = chain::WatcherConfig::for_network("roles", chain.deployment(), &cfg.network);
+    let (stream, watcher) = chain.watch(db.clone(), watch_cfg).map_err(chain_err)?;
+    let role_ctx = RoleContext {
+        mesh: client.clone(),
+        db: db.clone(),
+        chain: chain.clone(),
+        signer,
+        config: RolesConfig {
+            roles: config.roles,
+            contribute_data: config.contribute_data.clone(),
+            ..RolesConfig::default()
+        },
+    };
+    let (roles, actor) = crate::roles::runtime::spawn(role_ctx, events, stream)
+        .map_err(|e| NodeError::Roles(e.to_string()))?;
+    Ok(StartedRoles {
+        chain,
+        roles,
+        tasks: vec![watcher, actor],
+    })
 }
 
 /// Dials remembered peers and the bootstrap peers (failures are logged, not fatal).
@@ -305,6 +413,10 @@ pub struct NodeHandle {
     pub config: NodeConfig,
     api_stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The chain client, when the node has a chain.
+    pub chain: Option<chain::Client>,
+    /// The roles' actor, when the node has a chain.
+    pub roles: Option<RolesHandle>,
 }
 
 impl NodeHandle {

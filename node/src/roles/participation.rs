@@ -43,10 +43,13 @@ pub enum WorkStatus {
         /// The signed accuracy.
         attestation: Attestation,
     },
-    /// The reward was paid (or the chain says it already was).
+    /// The reward was paid (or the chain says it already was). The update is still offered to a
+    /// new coordinator taking over the round, so that it counts in the aggregate.
     Claimed {
         /// The update's blob id.
         update: Hash32,
+        /// Samples it was trained on.
+        samples: u64,
     },
     /// The coordinator rejected it; nothing more to do this round.
     Rejected {
@@ -217,9 +220,11 @@ impl Participation {
             Input::OfferFailed { .. } => Vec::new(),
             Input::ClaimDone { round } => {
                 if let Some(w) = self.work.as_mut().filter(|w| w.round == round)
-                    && let WorkStatus::Attested { update, .. } = w.status
+                    && let WorkStatus::Attested {
+                        update, samples, ..
+                    } = w.status
                 {
-                    w.status = WorkStatus::Claimed { update };
+                    w.status = WorkStatus::Claimed { update, samples };
                 }
                 if !self.claimed_rounds.contains(&round) {
                     self.claimed_rounds.push(round);
@@ -330,9 +335,20 @@ impl Participation {
                         term: self.term,
                     }]
                 }
+                // Already paid, but the new coordinator restarts the round without it: offer it
+                // again so that the accepted update still counts (the contract pays it once).
+                WorkStatus::Claimed { update, samples } if new_term => {
+                    vec![Action::Offer {
+                        round: open,
+                        update: *update,
+                        samples: *samples,
+                        term: self.term,
+                    }]
+                }
                 _ => Vec::new(),
             },
-            Some(w) if w.round > open => Vec::new(), // a new term restarted an earlier round
+            // A stale head of the same term.
+            Some(w) if w.round > open && !new_term => Vec::new(),
             // Round `open` is new to us. An unclaimed attestation of an earlier round stays
             // claimable (the contract accepts any round of the job) unless the term changed.
             _ => {
@@ -545,6 +561,60 @@ mod tests {
                 term: 2
             }]
         );
+    }
+
+    #[test]
+    fn claimed_update_is_offered_to_a_new_coordinator_but_not_claimed_twice() {
+        let mut p = Participation::default();
+        p.handle(Input::Head(head(1, Some(2), 1)));
+        p.handle(Input::Trained {
+            round: 2,
+            update: h(6),
+            samples: 10,
+        });
+        p.handle(Input::Verdict {
+            round: 2,
+            update: h(6),
+            verdict: Ok(att(1)),
+        });
+        p.handle(Input::ClaimDone { round: 2 });
+        assert_eq!(
+            p.handle(Input::Head(head(2, Some(2), 1))),
+            vec![Action::Offer {
+                round: 2,
+                update: h(6),
+                samples: 10,
+                term: 2
+            }]
+        );
+        // The new coordinator's attestation is not claimed again.
+        assert!(
+            p.handle(Input::Verdict {
+                round: 2,
+                update: h(6),
+                verdict: Ok(att(2))
+            })
+            .is_empty()
+        );
+        assert!(p.handle(Input::Head(head(2, Some(2), 1))).is_empty());
+    }
+
+    #[test]
+    fn new_term_reopening_an_earlier_round_retrains_it() {
+        let mut p = Participation::default();
+        p.handle(Input::Head(head(1, Some(3), 2)));
+        // Term 2 resumes from the chain, where round 2 was never recorded.
+        assert_eq!(
+            p.handle(Input::Head(head(2, Some(2), 1))),
+            vec![Action::Train {
+                round: 2,
+                model: h(1)
+            }]
+        );
+        // But a stale head of the current term is ignored.
+        let mut q = Participation::default();
+        q.handle(Input::Head(head(1, Some(3), 2)));
+        assert!(q.handle(Input::Head(head(1, Some(2), 1))).is_empty());
     }
 
     #[test]
