@@ -7,6 +7,10 @@
 #                     [--deployment FILE] [--block-time SECS]
 #   scripts/devnet.sh --stop [--pid-file FILE]
 #
+# Every transaction is mined at once, and an empty block comes every --block-time seconds
+# besides (default 1; 0 for none), so the chain's clock moves as on DuckChain: coordinator
+# leases expire even when nobody sends a transaction.
+#
 # Needs `npm ci` (anvil) and the quackmesh binary (built with `cargo build` if missing;
 # set QUACKMESH_BIN to use another). Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -16,11 +20,11 @@ port=8545
 fund=1000000
 detach=0
 stop=0
-block_time=""
+block_time=1
 pid_file="$root/testnet/devnet.pid"
 deployment="$root/testnet/deployments/devnet.json"
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -72,7 +76,7 @@ fi
 mkdir -p "$(dirname "$pid_file")" "$(dirname "$deployment")"
 log="${pid_file%.pid}.log"
 args=(--host 127.0.0.1 --port "$port" --chain-id 31337)
-[[ -n "$block_time" ]] && args+=(--block-time "$block_time")
+[[ "$block_time" != 0 ]] && args+=(--block-time "$block_time" --mixed-mining)
 if [[ $detach -eq 1 ]]; then
   nohup "$anvil" "${args[@]}" >"$log" 2>&1 &
 else

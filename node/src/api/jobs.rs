@@ -8,6 +8,8 @@
 //! - `POST /api/job/{id}/update?round=R&samples=N&contributor=0x..` (safetensors body): an
 //!   update submitted over HTTP, stored as a blob and offered to the job's coordinator exactly
 //!   like one from the mesh; answers the coordinator's verdict (with the attestation).
+//! - `GET /api/job/{id}/aggregates`: the rounds this node aggregated as coordinator, with the
+//!   updates that went into each.
 //! - `GET /api/cluster/{id}`: the machines of a job's cluster (rented, with their addresses).
 //! - `GET /api/transactions?limit=N`: contract events this node saw, newest first.
 //! - `GET /api/wallet`: this node's chain address and $DUCK balance.
@@ -32,6 +34,7 @@ use crate::{
     mesh::Client,
     roles::{
         blobs::get_blob,
+        coordinator::{AGGREGATES, AggregateRecord},
         job::{MAX_WEIGHTS_BYTES, decode_weights},
         jobs::{self, JOBS, JobRecord},
         requester::{JobRequest, JobSubmitted, RequesterError, submit_job},
@@ -65,6 +68,7 @@ pub fn router(state: JobsState) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/job/{id}", get(get_job))
         .route("/api/job/{id}/model", get(get_model))
+        .route("/api/job/{id}/aggregates", get(get_aggregates))
         .route("/api/cluster/{id}", get(get_cluster))
         .route("/api/transactions", get(transactions))
         .route("/api/wallet", get(wallet))
@@ -159,6 +163,16 @@ async fn get_model(
         bytes,
     )
         .into_response())
+}
+
+async fn get_aggregates(
+    State(s): State<Arc<JobsState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<AggregateRecord>>, ApiError> {
+    let job_id = parse_id(&id)?;
+    let db = s.db.clone();
+    let all = blocking(move || db.scan(AGGREGATES, &job_id.to_be_bytes())).await?;
+    Ok(Json(all.into_iter().map(|(_, r)| r).collect()))
 }
 
 /// Query of `POST /api/job/{id}/update`.

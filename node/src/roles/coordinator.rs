@@ -27,6 +27,31 @@ use crate::{
 /// Round machines of the jobs this node coordinates, by job id.
 pub const MACHINES: Tree<PersistedLeader> = Tree::new("roles.coordinator.machines");
 
+/// Rounds this node aggregated, by (job, round): which updates went in (for audits and tests).
+pub const AGGREGATES: Tree<AggregateRecord> = Tree::new("roles.coordinator.aggregates");
+
+/// A round this node aggregated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AggregateRecord {
+    /// The job.
+    pub job_id: u64,
+    /// The round.
+    pub round: u64,
+    /// The term it was aggregated in.
+    pub term: u64,
+    /// The accepted updates that went in.
+    pub updates: Vec<Hash32>,
+    /// The resulting model.
+    pub model: Hash32,
+    /// Its accuracy, basis points.
+    pub accuracy_bps: u16,
+}
+
+/// Key of an aggregate record.
+pub fn aggregate_key(job_id: u64, round: u64) -> Vec<u8> {
+    [job_id.to_be_bytes(), round.to_be_bytes()].concat()
+}
+
 /// Time allowed to fetch an update or a model.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry delay of a failed round record.
@@ -81,6 +106,8 @@ pub(crate) enum CoordDone {
     Aggregated {
         job_id: u64,
         term: u64,
+        round: u64,
+        updates: Vec<Hash32>,
         result: Result<(Hash32, u16, Arc<Weights>, ServerState), String>,
     },
     /// A round record transaction finished.
@@ -329,8 +356,27 @@ impl Runtime {
             CoordDone::Aggregated {
                 job_id,
                 term,
+                round,
+                updates,
                 result,
             } => {
+                if let Ok((model, accuracy_bps, _, _)) = &result {
+                    let rec = AggregateRecord {
+                        job_id,
+                        round,
+                        term,
+                        updates,
+                        model: *model,
+                        accuracy_bps: *accuracy_bps,
+                    };
+                    if let Err(e) = self
+                        .ctx
+                        .db
+                        .put(AGGREGATES, &aggregate_key(job_id, round), &rec)
+                    {
+                        tracing::warn!(target: "roles::coordinator", job_id, error = %e, "cannot record aggregate");
+                    }
+                }
                 let Some(leader) = self
                     .leaders
                     .get_mut(&job_id)
@@ -593,6 +639,7 @@ impl Runtime {
                 }
                 Action::Aggregate { round, updates } => {
                     leader.aggregating = true;
+                    let ids: Vec<Hash32> = updates.iter().map(|(o, _)| o.update).collect();
                     let weights: Result<Vec<(Arc<Weights>, u64)>, String> = updates
                         .iter()
                         .map(|(o, _)| {
@@ -652,6 +699,8 @@ impl Runtime {
                             .send(Done::Coordinator(CoordDone::Aggregated {
                                 job_id,
                                 term,
+                                round,
+                                updates: ids,
                                 result,
                             }))
                             .await;

@@ -58,6 +58,10 @@ pub struct DevnetOptions {
     pub fund_each: U256,
     /// Mine a block every this many seconds instead of on every transaction.
     pub block_time: Option<u64>,
+    /// Mine every transaction at once and also an empty block every this many seconds (anvil's
+    /// mixed mining), so `block.timestamp` moves as on a live chain even without traffic:
+    /// coordinator leases then expire without anyone sending a transaction.
+    pub clock_secs: Option<u64>,
 }
 
 impl Default for DevnetOptions {
@@ -66,6 +70,7 @@ impl Default for DevnetOptions {
             deploy: true,
             fund_each: parse_duck("1000000").unwrap_or_default(),
             block_time: None,
+            clock_secs: None,
         }
     }
 }
@@ -93,6 +98,7 @@ impl Devnet {
             deploy: false,
             fund_each: U256::ZERO,
             block_time: None,
+            clock_secs: None,
         })
         .await
     }
@@ -110,6 +116,8 @@ impl Devnet {
             .stderr(Stdio::from(log_err));
         if let Some(secs) = options.block_time {
             cmd.args(["--block-time", &secs.to_string()]);
+        } else if let Some(secs) = options.clock_secs {
+            cmd.args(["--block-time", &secs.to_string(), "--mixed-mining"]);
         }
         let child = cmd
             .spawn()

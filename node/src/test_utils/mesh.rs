@@ -179,6 +179,16 @@ impl NodeProcess {
     /// Runs `bin node --data-dir DIR --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 ARGS...`
     /// with a clean environment and waits (up to 60 s) for its start-up lines.
     pub fn spawn(bin: &Path, data_dir: &Path, args: &[String]) -> Self {
+        Self::spawn_with_env(bin, data_dir, args, &[])
+    }
+
+    /// Like [`NodeProcess::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        bin: &Path,
+        data_dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(bin)
             .arg("node")
             .arg("--data-dir")
@@ -187,6 +197,7 @@ impl NodeProcess {
             .args(args)
             .env_clear()
             .env("QUACKMESH_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

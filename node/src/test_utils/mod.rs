@@ -4,3 +4,4 @@
 pub mod chain;
 pub mod learn;
 pub mod mesh;
+pub mod roles;

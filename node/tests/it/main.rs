@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
 
 mod chain;
+mod federated;
 mod learn;
 mod mesh;

@@ -1,0 +1,179 @@
+//! Test helpers for federated training: an anvil devnet with the contracts, `quackmesh node`
+//! processes connected to it and to each other, MNIST partitions for contributors, and a small
+//! HTTP client for the nodes' APIs.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::de::DeserializeOwned;
+
+use crate::{
+    learn::{Dataset, Split, data::Scheme, data::partition},
+    roles::{
+        jobs::JobRecord,
+        requester::{JobRequest, JobSubmitted},
+    },
+    test_utils::{
+        chain::{Devnet, DevnetOptions},
+        mesh::{NodeProcess, TempDir},
+    },
+};
+
+/// A devnet, a work directory and the `quackmesh` binary to start nodes with.
+#[derive(Debug)]
+pub struct Federation {
+    /// The chain.
+    pub devnet: Devnet,
+    /// Data dirs, partitions.
+    pub dir: TempDir,
+    /// The binary (`env!("CARGO_BIN_EXE_quackmesh")` in integration tests).
+    pub bin: PathBuf,
+    /// The first node's address, which later nodes bootstrap from.
+    pub bootstrap: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Federation {
+    /// Starts a devnet with the contracts deployed, anvil's accounts funded, and a block every
+    /// second besides those of transactions (leases expire by the chain's clock, as on DuckChain).
+    pub async fn start(bin: &Path) -> Self {
+        let devnet = Devnet::start_with(DevnetOptions {
+            clock_secs: Some(1),
+            ..DevnetOptions::default()
+        })
+        .await
+        .expect("devnet starts");
+        Self {
+            devnet,
+            dir: TempDir::new(),
+            bin: bin.to_path_buf(),
+            bootstrap: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Starts `quackmesh node` named `name` with anvil account `account` as its key, `args`
+    /// (roles, --data ...) and one training thread. The first node started is the others'
+    /// bootstrap peer.
+    pub fn node(&mut self, name: &str, account: usize, args: &[&str]) -> NodeProcess {
+        let data_dir = self.dir.path().join(name);
+        let mut all: Vec<String> = vec![
+            "--network".into(),
+            "devnet".into(),
+            "--rpc-url".into(),
+            self.devnet.rpc_url().to_owned(),
+            "--deployment".into(),
+            self.devnet.deployment_path().display().to_string(),
+            "--dev-account".into(),
+            account.to_string(),
+        ];
+        if let Some(b) = &self.bootstrap {
+            all.extend(["--bootstrap".into(), b.clone()]);
+        }
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        let log = std::env::var("QUACKMESH_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let p = NodeProcess::spawn_with_env(
+            &self.bin,
+            &data_dir,
+            &all,
+            &[("RAYON_NUM_THREADS", "1"), ("QUACKMESH_LOG", &log)],
+        );
+        if self.bootstrap.is_none() {
+            self.bootstrap = p.listen.first().map(ToString::to_string);
+        }
+        p
+    }
+
+    /// Writes `data` split IID into `parts` directories of IDX files; returns them.
+    pub fn partitions(&self, data: &Dataset, parts: usize, seed: u64) -> Vec<PathBuf> {
+        let lists = partition(data.labels(), parts, Scheme::Iid, seed).expect("partition");
+        lists
+            .iter()
+            .enumerate()
+            .map(|(i, idx)| {
+                let dir = self.dir.path().join(format!("part-{i}"));
+                data.subset(idx)
+                    .expect("subset")
+                    .save_dir(&dir, Split::Train)
+                    .expect("write partition");
+                dir
+            })
+            .collect()
+    }
+
+    /// GETs JSON from a node's API.
+    pub async fn get<T: DeserializeOwned>(&self, api: &str, path: &str) -> T {
+        let resp = self
+            .http
+            .get(format!("{api}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("JSON")
+    }
+
+    /// Uploads `data` as a validation set and submits `req` (its `validation_blob` replaced).
+    pub async fn submit(&self, api: &str, data: &Dataset, mut req: JobRequest) -> JobSubmitted {
+        let resp = self
+            .http
+            .post(format!("{api}/api/blob"))
+            .body(data.to_bytes().expect("dataset bytes"))
+            .send()
+            .await
+            .expect("upload");
+        assert!(resp.status().is_success(), "upload: {}", resp.status());
+        let put: crate::api::blob::PutResponse = resp.json().await.expect("JSON");
+        req.validation_blob = put.id;
+        let resp = self
+            .http
+            .post(format!("{api}/api/job"))
+            .json(&req)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "job submission: {status}: {body}");
+        serde_json::from_str(&body).expect("JobSubmitted")
+    }
+
+    /// Polls `GET /api/job/{id}` until `done` holds, for at most `timeout`.
+    pub async fn wait_job(
+        &self,
+        api: &str,
+        job_id: u64,
+        timeout: Duration,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let r: JobRecord = self.get(api, &format!("/api/job/{job_id}")).await;
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} not there after {timeout:?}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A job request with the test defaults: `rounds` rounds, `k` updates per round, a 60 DUCK pool.
+pub fn request(rounds: u64, k: u32) -> JobRequest {
+    serde_json::from_value(serde_json::json!({
+        "reward": "60",
+        "rounds": rounds,
+        "min_contributors": k,
+        "validation_blob": crate::hash::Hash32::default(),
+        "claim_window_secs": 2,
+    }))
+    .expect("valid request")
+}
