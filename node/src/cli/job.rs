@@ -23,7 +23,7 @@ pub(crate) enum JobCommand {
     /// Create a training job: uploads the validation set to the node, which stores the initial
     /// weights and the spec as blobs, deposits the reward pool on chain and announces the job.
     /// Prints `job_id: N`.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show a job's rounds (global accuracy per round), its coordinator term and the rewards paid.
     Status {
         /// The job id.

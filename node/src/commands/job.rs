@@ -20,7 +20,7 @@ pub(crate) async fn run(args: JobArgs) -> anyhow::Result<()> {
         .build()?;
     let node = args.node.trim_end_matches('/').to_owned();
     match args.command {
-        JobCommand::Submit(s) => submit(&http, &node, s).await,
+        JobCommand::Submit(s) => submit(&http, &node, *s).await,
         JobCommand::Status { id, json } => status(&http, &node, id, json).await,
         JobCommand::Model { id, output } => model(&http, &node, id, &output).await,
         JobCommand::List => list(&http, &node).await,

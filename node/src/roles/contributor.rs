@@ -523,7 +523,7 @@ async fn train(
     // Contributors shuffle differently from each other and from round to round.
     let salt = u64::from_be_bytes(me.as_slice()[..8].try_into().unwrap_or([0; 8]));
     cfg.seed = cfg.seed ^ salt ^ (job_id << 32) ^ round;
-    let model_spec = spec.model.clone();
+    let model_spec = spec.model;
     let (update_bytes, samples) = tokio::task::spawn_blocking(move || {
         let global = job::decode_weights(&bytes).map_err(|e| e.to_string())?;
         let bar = learn::train::progress_bar(true);
