@@ -169,7 +169,8 @@ async fn read_into<T: AsyncRead + Unpin + Send>(
 }
 
 /// Reads the whole stream, but never more than `limit + 1` bytes, into a buffer that starts
-/// at `prealloc` bytes.
+/// at `prealloc` bytes (for test peers that speak raw bytes).
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     limit: usize,
@@ -234,8 +235,7 @@ where
             Decoded::Valid(r) => r,
             Decoded::Invalid(e) => return Err(invalid_data(e)),
         };
-        self.write_message(io, req, self.limits.request_bytes)
-            .await
+        self.write_message(io, req, self.limits.request_bytes).await
     }
 
     async fn write_response<T>(
@@ -329,7 +329,13 @@ mod tests {
         let mut buf = Vec::new();
         let mut io = Cursor::new(data.clone());
         let r = futures::executor::block_on(read_into(&mut io, &mut buf, 2999, 16)).unwrap();
-        assert_eq!(r, Err(MessageError::TooLarge { len: 3000, limit: 2999 }));
+        assert_eq!(
+            r,
+            Err(MessageError::TooLarge {
+                len: 3000,
+                limit: 2999
+            })
+        );
         let mut io = Cursor::new(data);
         let r = futures::executor::block_on(read_into(&mut io, &mut buf, 3000, 16)).unwrap();
         assert_eq!(r, Ok(3000));

@@ -40,7 +40,7 @@ impl Default for SchedulerConfig {
             total: 16,
             max_failures: 3,
             backoff: Duration::from_millis(200),
-            have_refresh: Duration::from_millis(250),
+            have_refresh: Duration::from_millis(500),
             max_duplicates: 2,
         }
     }
@@ -304,6 +304,9 @@ impl Scheduler {
     }
 
     fn plan_have_queries(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // Re-polling holders that had nothing for us is only worth it while we have room for
+        // more requests (in a busy swarm every poll is a stream on some peer's connection).
+        let saturated = self.in_flight >= self.cfg.total;
         let complete = self.is_complete();
         let ours = self.have.clone();
         let refresh = self.cfg.have_refresh;
@@ -314,7 +317,8 @@ impl Scheduler {
             let needed = match &h.have {
                 None => true,
                 Some(theirs) => {
-                    !theirs.is_full()
+                    !saturated
+                        && !theirs.is_full()
                         && h.chunks_in_flight == 0
                         && h.last_have_query.is_none_or(|t| now >= t + refresh)
                         && !theirs.ones().any(|i| !ours.get(i))
