@@ -72,6 +72,8 @@ addr() { echo "$SUBNET.$((10 + $1))"; }
 
 echo "setting up $NODES namespaces on bridge $BR, uplinks shaped to $RATE" >&2
 ip link add "$BR" type bridge
+# Keep our bridged test traffic out of the host's iptables (br_netfilter): this bridge only.
+ip link set "$BR" type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0 2>/dev/null || true
 ip link set "$BR" up
 for i in $(seq 0 $((NODES - 1))); do
     ip netns add "$NS-$i"

@@ -68,6 +68,8 @@ pub enum Action {
 pub enum Failure {
     /// The holder's upload slots are full.
     Busy,
+    /// The holder wants to send other chunks first (it has sent this one more often).
+    NotNow,
     /// The holder does not have what it advertised.
     NotFound,
     /// The holder refuses us (private blob).
@@ -97,6 +99,8 @@ struct Holder {
     backoff_until: Option<Instant>,
     served: u32,
     dropped: Option<DropReason>,
+    /// Chunks this holder asked us to get elsewhere, until when.
+    deferred: HashMap<u32, Instant>,
 }
 
 impl Holder {
@@ -223,6 +227,14 @@ impl Scheduler {
     /// A chunk request failed.
     pub fn on_chunk_failed(&mut self, peer: PeerId, index: u32, failure: Failure, now: Instant) {
         self.finish_request(&peer, index);
+        if failure == Failure::NotNow {
+            let until = now + self.cfg.backoff;
+            if let Some(h) = self.holders.get_mut(&peer) {
+                h.deferred.retain(|_, t| *t > now);
+                h.deferred.insert(index, until);
+            }
+            return;
+        }
         self.penalise(peer, failure, now);
     }
 
@@ -232,6 +244,8 @@ impl Scheduler {
         };
         match failure {
             Failure::Busy => h.backoff_until = Some(now + self.cfg.backoff),
+            // Chunk-specific; handled in `on_chunk_failed`. For a bitfield query it means busy.
+            Failure::NotNow => h.backoff_until = Some(now + self.cfg.backoff),
             Failure::NotFound => {
                 // Its bitfield was stale or wrong: ask again before using it.
                 h.have = None;
@@ -367,7 +381,7 @@ impl Scheduler {
                 .map(|(p, _)| *p)
                 .collect();
             let peer = ties[self.random(ties.len())];
-            match self.pick_chunk(&peer, &rarity) {
+            match self.pick_chunk(&peer, &rarity, now) {
                 Some(index) => {
                     self.requested.entry(index).or_default().push(peer);
                     self.in_flight += 1;
@@ -384,9 +398,14 @@ impl Scheduler {
     /// The chunk to ask `peer` for: the rarest missing, unrequested chunk it has; in the endgame
     /// (every missing chunk already requested) the least-requested one it has that is not
     /// already requested from it.
-    fn pick_chunk(&mut self, peer: &PeerId, rarity: &[u32]) -> Option<u32> {
-        let theirs = self.holders.get(peer)?.have.as_ref()?;
-        let missing: Vec<u32> = theirs.ones().filter(|&i| !self.have.get(i)).collect();
+    fn pick_chunk(&mut self, peer: &PeerId, rarity: &[u32], now: Instant) -> Option<u32> {
+        let holder = self.holders.get(peer)?;
+        let theirs = holder.have.as_ref()?;
+        let deferred = |i: u32| holder.deferred.get(&i).is_some_and(|t| *t > now);
+        let missing: Vec<u32> = theirs
+            .ones()
+            .filter(|&i| !self.have.get(i) && !deferred(i))
+            .collect();
         let fresh: Vec<u32> = missing
             .iter()
             .copied()
@@ -554,6 +573,27 @@ mod tests {
             2
         );
         assert!(s.dropped().is_empty());
+    }
+
+    #[test]
+    fn not_now_defers_only_that_chunk_on_that_holder() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.per_peer = 1;
+        let mut s = Scheduler::new(Bitfield::empty(2), c, 29);
+        let origin = PeerId::random();
+        s.add_complete_holder(origin);
+        let (_, first) = chunks(&s.next_actions(t0))[0];
+        s.on_chunk_failed(origin, first, Failure::NotNow, t0);
+        // The holder stays usable, for the other chunk.
+        assert_eq!(chunks(&s.next_actions(t0)), vec![(origin, 1 - first)]);
+        assert!(s.dropped().is_empty());
+        s.on_chunk_ok(origin, 1 - first, Bitfield::full(2));
+        assert!(chunks(&s.next_actions(t0 + Duration::from_millis(10))).is_empty());
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(150))),
+            vec![(origin, first)]
+        );
     }
 
     #[test]

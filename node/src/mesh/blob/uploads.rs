@@ -11,6 +11,11 @@ use std::{
 
 use libp2p::PeerId;
 
+use crate::mesh::blob::{Bitfield, BlobId};
+
+/// Blobs whose upload counts are tracked; the oldest is forgotten beyond this.
+const SPREAD_BLOBS: usize = 64;
+
 /// Chunk requests waiting for an upload slot.
 #[derive(Debug)]
 pub struct UploadQueue<K, T> {
@@ -80,6 +85,49 @@ impl<K: Hash + Eq + Copy, T> UploadQueue<K, T> {
     /// Requests waiting.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+}
+
+/// How often this node has uploaded each chunk of the blobs it serves. A chunk that has left
+/// more often than the least-uploaded chunk this node holds is answered `NotNow`: the node
+/// uploads every chunk once before any twice (BitTorrent's "super-seeding"), so the first
+/// copies spread through the swarm instead of the origin sending popular chunks repeatedly.
+/// Nothing is starved: once every held chunk has left as often, all are served again.
+#[derive(Debug, Default)]
+pub struct ChunkSpread {
+    counts: HashMap<BlobId, Vec<u32>>,
+    order: VecDeque<BlobId>,
+}
+
+impl ChunkSpread {
+    /// Whether a request for chunk `index` should be deferred, given what this node `have`s.
+    pub fn should_defer(&self, id: &BlobId, index: u32, have: &Bitfield) -> bool {
+        let Some(counts) = self.counts.get(id) else {
+            return false;
+        };
+        let count = |i: u32| counts.get(i as usize).copied().unwrap_or(0);
+        let least = have.ones().map(count).min().unwrap_or(0);
+        count(index) > least
+    }
+
+    /// Records one upload of chunk `index` of a blob of `chunks` chunks.
+    pub fn record(&mut self, id: &BlobId, index: u32, chunks: u32) {
+        if !self.counts.contains_key(id) {
+            if self.order.len() >= SPREAD_BLOBS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.counts.remove(&old);
+            }
+            self.order.push_back(*id);
+            self.counts.insert(*id, vec![0; chunks as usize]);
+        }
+        if let Some(c) = self
+            .counts
+            .get_mut(id)
+            .and_then(|c| c.get_mut(index as usize))
+        {
+            *c += 1;
+        }
     }
 }
 
@@ -153,6 +201,26 @@ mod tests {
         let (_, k, _) = q.next_ready().unwrap();
         q.finish(&k);
         q.offer(a, 5, 5).unwrap();
+    }
+
+    #[test]
+    fn every_chunk_leaves_once_before_any_leaves_twice() {
+        let id = BlobId::of(b"blob");
+        let have = Bitfield::full(3);
+        let mut s = ChunkSpread::default();
+        assert!(!s.should_defer(&id, 0, &have));
+        s.record(&id, 0, 3);
+        assert!(s.should_defer(&id, 0, &have), "0 left once, 1 and 2 never");
+        assert!(!s.should_defer(&id, 1, &have));
+        s.record(&id, 1, 3);
+        s.record(&id, 2, 3);
+        assert!(!s.should_defer(&id, 0, &have), "all left once: serve again");
+        // A partial holder only compares the chunks it has.
+        let mut partial = Bitfield::empty(3);
+        partial.set(0);
+        let mut p = ChunkSpread::default();
+        p.record(&id, 0, 3);
+        assert!(!p.should_defer(&id, 0, &partial));
     }
 
     #[test]
