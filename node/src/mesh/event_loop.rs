@@ -730,7 +730,7 @@ impl EventLoop {
                 if let BlobRequest::Chunk { id, index } = &request
                     && let Some(state) = self.blobs.cached_state(id)
                 {
-                    if self.spread.should_defer(id, *index, &state.have()) {
+                    if self.spread.should_defer(&peer, id, *index, &state.have()) {
                         let _ = self
                             .swarm
                             .behaviour_mut()
