@@ -31,6 +31,9 @@ pub struct SchedulerConfig {
     pub have_refresh: Duration,
     /// Concurrent requests for the same chunk in the endgame.
     pub max_duplicates: usize,
+    /// How long a chunk request must have been outstanding before the endgame duplicates it
+    /// (duplicates cost upload elsewhere: only chase slow ones).
+    pub endgame_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -42,6 +45,7 @@ impl Default for SchedulerConfig {
             backoff: Duration::from_millis(200),
             have_refresh: Duration::from_millis(500),
             max_duplicates: 2,
+            endgame_after: Duration::from_millis(500),
         }
     }
 }
@@ -113,7 +117,8 @@ impl Holder {
 #[derive(Debug)]
 pub struct Scheduler {
     have: Bitfield,
-    requested: HashMap<u32, Vec<PeerId>>,
+    /// Chunks in flight: who was asked and when.
+    requested: HashMap<u32, Vec<(PeerId, Instant)>>,
     holders: BTreeMap<PeerId, Holder>,
     cfg: SchedulerConfig,
     rng: u64,
@@ -183,7 +188,7 @@ impl Scheduler {
 
     fn finish_request(&mut self, peer: &PeerId, index: u32) {
         if let Some(peers) = self.requested.get_mut(&index) {
-            if let Some(pos) = peers.iter().position(|p| p == peer) {
+            if let Some(pos) = peers.iter().position(|(p, _)| p == peer) {
                 peers.swap_remove(pos);
                 self.in_flight -= 1;
                 if let Some(h) = self.holders.get_mut(peer) {
@@ -383,7 +388,7 @@ impl Scheduler {
             let peer = ties[self.random(ties.len())];
             match self.pick_chunk(&peer, &rarity, now) {
                 Some(index) => {
-                    self.requested.entry(index).or_default().push(peer);
+                    self.requested.entry(index).or_default().push((peer, now));
                     self.in_flight += 1;
                     if let Some(h) = self.holders.get_mut(&peer) {
                         h.chunks_in_flight += 1;
@@ -414,19 +419,23 @@ impl Scheduler {
         let (pool, key): (Vec<u32>, Box<dyn Fn(u32) -> u32>) = if !fresh.is_empty() {
             (fresh, Box::new(|i| rarity[i as usize]))
         } else if !self.unrequested_missing_exists() {
+            let slow = now.checked_sub(self.cfg.endgame_after);
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
-                    self.requested
-                        .get(i)
-                        .is_some_and(|ps| ps.len() < self.cfg.max_duplicates && !ps.contains(peer))
+                    self.requested.get(i).is_some_and(|ps| {
+                        ps.len() < self.cfg.max_duplicates
+                            && !ps.iter().any(|(p, _)| p == peer)
+                            && ps.iter().all(|(_, t)| slow.is_some_and(|s| *t <= s))
+                    })
                 })
                 .collect();
-            let requested = self.requested.clone();
-            (
-                dup,
-                Box::new(move |i| requested.get(&i).map_or(0, |ps| ps.len() as u32)),
-            )
+            let counts: HashMap<u32, u32> = self
+                .requested
+                .iter()
+                .map(|(i, ps)| (*i, ps.len() as u32))
+                .collect();
+            (dup, Box::new(move |i| counts.get(&i).copied().unwrap_or(0)))
         } else {
             // Other holders have chunks nobody asked for yet; this one has nothing new.
             return None;
@@ -453,6 +462,7 @@ mod tests {
             backoff: Duration::from_millis(100),
             have_refresh: Duration::from_millis(50),
             max_duplicates: 2,
+            endgame_after: Duration::from_millis(100),
         }
     }
 
@@ -624,7 +634,12 @@ mod tests {
         let first = chunks(&s.next_actions(now));
         assert_eq!(first, vec![(slow, 2)]);
         s.add_complete_holder(fast);
-        assert_eq!(chunks(&s.next_actions(now)), vec![(fast, 2)]);
+        assert!(
+            chunks(&s.next_actions(now)).is_empty(),
+            "no duplicate while the first request is young"
+        );
+        let later = now + Duration::from_millis(150);
+        assert_eq!(chunks(&s.next_actions(later)), vec![(fast, 2)]);
         assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3)));
         assert!(
             !s.on_chunk_ok(slow, 2, Bitfield::full(3)),
