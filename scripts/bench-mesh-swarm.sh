@@ -72,6 +72,8 @@ addr() { echo "$SUBNET.$((10 + $1))"; }
 
 echo "setting up $NODES namespaces on bridge $BR, uplinks shaped to $RATE" >&2
 ip link add "$BR" type bridge
+# Keep our bridged test traffic out of the host's iptables (br_netfilter): this bridge only.
+ip link set "$BR" type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0 2>/dev/null || true
 ip link set "$BR" up
 for i in $(seq 0 $((NODES - 1))); do
     ip netns add "$NS-$i"
@@ -118,7 +120,7 @@ wait_line() { # file prefix -> value
     echo "node did not start: $1" >&2; cat "${1%/out}/log" >&2; return 1
 }
 
-api() { local i=$1; shift; in_ns "$i" curl -sf --max-time 600 "$@"; }
+api() { local i=$1; shift; in_ns "$i" curl -sS --fail-with-body --max-time 600 "$@"; }
 
 start_node 0
 ORIGIN=$(wait_line "$BASE/n0/out" peer_id)
@@ -148,7 +150,8 @@ echo "star: origin sends $MIB MiB to each of $((NODES - 1)) peers in turn" >&2
 c0=$(cpu_seconds)
 t0=$(now)
 for i in $(seq 1 $((NODES - 1))); do
-    api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json"
+    api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json" ||
+        { echo "node $i: star fetch failed: $(cat "$BASE/star-$i.json")" >&2; exit 1; }
 done
 t1=$(now)
 STAR_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
@@ -160,11 +163,13 @@ echo "swarm: $((NODES - 1)) peers fetch $MIB MiB at once" >&2
 c0=$(cpu_seconds)
 t0=$(now)
 for i in $(seq 1 $((NODES - 1))); do
-    ip netns exec "$NS-$i" curl -sf --max-time 600 -X POST \
+    ip netns exec "$NS-$i" curl -sS --fail-with-body --max-time 600 -X POST \
         "http://$API/api/blob/$SWARM_ID/fetch?wait=true" >"$BASE/swarm-$i.json" &
     FETCH_PIDS[$i]=$!
 done
-for i in $(seq 1 $((NODES - 1))); do wait "${FETCH_PIDS[$i]}"; done
+for i in $(seq 1 $((NODES - 1))); do
+    wait "${FETCH_PIDS[$i]}" || { echo "node $i: swarm fetch failed: $(cat "$BASE/swarm-$i.json")" >&2; exit 1; }
+done
 t1=$(now)
 SWARM_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
 SWARM=$(echo "$t1 - $t0" | bc -l)

@@ -8,8 +8,10 @@
 //! the request pipeline alone (chunk requests answered from the store, nothing verified or
 //! written by the fetcher).
 //!
-//! Run: `cargo bench --bench mesh` (env `QM_BENCH_MIB`, default 128; `QM_BENCH_RUNS`, default 3;
-//! the best run of each is reported).
+//! Run: `cargo bench --bench mesh`. Env: `QM_BENCH_MIB` (default 128), `QM_BENCH_RUNS`
+//! (default 3; the best run of each measurement is reported), `QM_BENCH_DEPTH` (chunk requests
+//! in flight, default 4, as a node fetches), `QM_BENCH_ONLY` (`tcp` or `quic`: one transport).
+//! Node data dirs go to `$TMPDIR` (redb commits on a disk cost more than on tmpfs).
 
 use std::{
     sync::Arc,
@@ -105,12 +107,8 @@ fn store_writes(data: &[u8]) -> Duration {
                 .expect("chunk")
         })
         .collect();
-    let per_txn: usize = std::env::var("QM_TXN_CHUNKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
     let start = Instant::now();
-    for batch in chunks.chunks(per_txn) {
+    for batch in chunks.chunks(8) {
         store.write_chunks(&id, batch).expect("write");
     }
     start.elapsed()
@@ -259,17 +257,12 @@ fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<Ra
     };
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
     if quic {
-        let mtu: Option<u16> = std::env::var("QM_QUIC_MTU")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        // The same windows as the node's QUIC transport.
         builder
             .with_quic_config(|mut c| {
                 c.max_stream_data = 16 * 1024 * 1024;
                 c.max_connection_data = 64 * 1024 * 1024;
-                match mtu {
-                    Some(m) => c.mtu_upper_bound(m),
-                    None => c,
-                }
+                c
             })
             .with_behaviour(behaviour)
             .expect("behaviour")
@@ -408,70 +401,45 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
     }
 }
 
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn best_async<F, Fut>(rt: &tokio::runtime::Runtime, runs: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    (0..runs)
+        .map(|_| rt.block_on(f()))
+        .min()
+        .unwrap_or_default()
+}
+
 fn main() {
-    let mib: usize = std::env::var("QM_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
-    let runs: usize = std::env::var("QM_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let mib = env_usize("QM_BENCH_MIB", 128);
+    let runs = env_usize("QM_BENCH_RUNS", 3);
+    let depth = env_usize("QM_BENCH_DEPTH", 4);
+    let only = std::env::var("QM_BENCH_ONLY").unwrap_or_default();
     let blob = Arc::new(data(mib * MIB));
     let len = blob.len();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if std::env::var("QM_PROFILE_STORE").is_ok() {
-        for _ in 0..runs {
-            println!("store: {:.0} MB/s", mbps(len, store_writes(&blob)));
-        }
-        return;
-    }
-    if let Ok(p) = std::env::var("QM_PROFILE_RAW") {
-        for _ in 0..runs {
-            let d = rt.block_on(raw_transport(p == "quic", len, 4));
-            println!("raw {p}: {:.0} MB/s", mbps(len, d));
-        }
-        return;
-    }
 
+    // Baselines, all in this run.
     let seal_noise = best(runs, || seal(&blob, NOISE_RECORD));
     let seal_quic = best(runs, || seal(&blob, QUIC_RECORD));
     let hashing = best(runs, || hash_chunks(&blob));
     let writes = best(runs, || store_writes(&blob));
-    let tcp = rt.block_on(async {
-        let mut b = Duration::MAX;
-        for _ in 0..runs {
-            b = b.min(tcp_copy(blob.clone()).await);
-        }
-        b
-    });
-    let depth: usize = std::env::var("QM_BENCH_DEPTH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let raw_tcp = rt.block_on(async {
-        let mut b = Duration::MAX;
-        for _ in 0..runs {
-            b = b.min(raw_transport(false, len, depth).await);
-        }
-        b
-    });
-    let raw_quic = rt.block_on(async {
-        let mut b = Duration::MAX;
-        for _ in 0..runs {
-            b = b.min(raw_transport(true, len, depth).await);
-        }
-        b
-    });
-    println!(
-        "  libp2p request-response alone, TCP+Noise+Yamux: {:.0} MB/s, QUIC: {:.0} MB/s (1 MiB responses, {depth} in flight)",
-        mbps(len, raw_tcp),
-        mbps(len, raw_quic)
-    );
-    let only = std::env::var("QM_BENCH_ONLY").unwrap_or_default();
+    let tcp = best_async(&rt, runs, || tcp_copy(blob.clone()));
+    let raw_tcp = best_async(&rt, runs, || raw_transport(false, len, depth));
+    let raw_quic = best_async(&rt, runs, || raw_transport(true, len, depth));
+    // The mesh itself.
     let run_link = |name: &str, listen: &str| {
         if only.is_empty() || name.starts_with(only.as_str()) {
             rt.block_on(link(name, listen, blob.clone(), runs))
@@ -486,48 +454,46 @@ fn main() {
     let quic_link = run_link("quic", "/ip4/127.0.0.1/udp/0/quic-v1");
 
     let ceiling = mbps(len, seal_noise);
+    let row = |what: &str, d: Duration| {
+        let v = mbps(len, d);
+        println!("  {what:<58} {v:>7.0} MB/s  {:>5.2}x ceiling", v / ceiling);
+    };
     println!(
-        "mesh link benchmark: {mib} MiB blob, best of {runs} runs, loopback, {} cores",
+        "mesh link benchmark: {mib} MiB, best of {runs} runs, loopback, {} cores, {depth} chunk requests in flight",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!(
-        "  cipher ceiling  ChaCha20-Poly1305 (ring, 64 KiB records, 1 core) {:>8.0} MB/s",
-        ceiling
+    println!("baselines");
+    row(
+        "cipher ceiling: ChaCha20-Poly1305 seal, 64 KiB records",
+        seal_noise,
     );
-    println!(
-        "  cipher          ChaCha20-Poly1305 (ring, 1400 B records, 1 core) {:>8.0} MB/s",
-        mbps(len, seal_quic)
+    row(
+        "ChaCha20-Poly1305 seal, 1400 B records (QUIC packets)",
+        seal_quic,
     );
-    println!(
-        "  BLAKE3 1 MiB chunks (1 core)                                     {:>8.0} MB/s",
-        mbps(len, hashing)
-    );
-    println!(
-        "  redb chunk commits (8 chunks per transaction)                    {:>8.0} MB/s",
-        mbps(len, writes)
-    );
-    println!(
-        "  plain TCP copy                                                   {:>8.0} MB/s",
-        mbps(len, tcp)
-    );
+    row("plain TCP copy", tcp);
+    row("BLAKE3 of 1 MiB chunks", hashing);
+    row("redb commits of 1 MiB chunks, 8 per transaction", writes);
+    row("libp2p request-response alone, TCP+Noise+Yamux", raw_tcp);
+    row("libp2p request-response alone, QUIC", raw_quic);
     for (name, l) in [("TCP+Noise+Yamux", &tcp_link), ("QUIC", &quic_link)] {
-        let fetch = mbps(len, l.fetch);
-        let pipe = mbps(len, l.pipeline);
-        println!(
-            "  {name:<16} chunk pipeline only                              {pipe:>8.0} MB/s  {:.2}x ceiling",
-            pipe / ceiling
+        println!("mesh over {name}");
+        row(
+            "chunk requests served from the store (no verify/store)",
+            l.pipeline,
         );
+        row("blob fetch (verify + commit to redb)", l.fetch);
         println!(
-            "  {name:<16} blob fetch                                       {fetch:>8.0} MB/s  {:.2}x ceiling  {:.2}x plain TCP",
-            fetch / ceiling,
-            fetch / mbps(len, tcp)
+            "  {:<58} {:>12.2}x",
+            "blob fetch vs plain TCP copy",
+            mbps(len, l.fetch) / mbps(len, tcp)
         );
     }
     let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch));
     println!(
-        "  faster transport: {:.2}x the cipher ceiling (target >= 0.5x)",
+        "faster transport: blob fetch at {:.2}x the cipher ceiling (target >= 0.5x)",
         best_fetch / ceiling
     );
 }

@@ -169,7 +169,8 @@ async fn read_into<T: AsyncRead + Unpin + Send>(
 }
 
 /// Reads the whole stream, but never more than `limit + 1` bytes, into a buffer that starts
-/// at `prealloc` bytes.
+/// at `prealloc` bytes (for test peers that speak raw bytes).
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     limit: usize,

@@ -21,7 +21,7 @@ use crate::mesh::{
     behaviour::{Behaviour, BehaviourEvent, speaks_kad, topic_score_params},
     blob::{
         BlobRequest, BlobResponse, BlobStore, serve,
-        uploads::{TokenBucket, UploadQueue},
+        uploads::{ChunkSpread, TokenBucket, UploadQueue},
     },
     client::Command,
     codec::Decoded,
@@ -59,6 +59,7 @@ pub struct EventLoop {
     served_tx: mpsc::Sender<Served>,
     served_rx: mpsc::Receiver<Served>,
     uploads: UploadQueue<InboundRequestId, (BlobRequest, ResponseChannel<BlobResponse>)>,
+    spread: ChunkSpread,
     limiter: Option<Arc<Mutex<TokenBucket>>>,
     pending_rpc: Pending<RpcResponse>,
     pending_blob: Pending<BlobResponse>,
@@ -97,6 +98,7 @@ impl EventLoop {
             events,
             blobs,
             metrics,
+            spread: ChunkSpread::default(),
             uploads: UploadQueue::new(
                 cfg.upload_slots,
                 cfg.upload_queue_per_peer,
@@ -723,8 +725,28 @@ impl EventLoop {
                     .send_response(channel, reply);
             }
             Decoded::Valid(request @ BlobRequest::Chunk { .. }) => {
+                // Spread uploads over every chunk first (see `ChunkSpread`).
+                let mut upload = None;
+                if let BlobRequest::Chunk { id, index } = &request
+                    && let Some(state) = self.blobs.cached_state(id)
+                {
+                    if self.spread.should_defer(&peer, id, *index, &state.have()) {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .blob
+                            .send_response(channel, BlobResponse::NotNow);
+                        return;
+                    }
+                    upload = Some((*id, *index, state.manifest.chunk_count()));
+                }
                 match self.uploads.offer(peer, request_id, (request, channel)) {
-                    Ok(()) => self.pump_uploads(),
+                    Ok(()) => {
+                        if let Some((id, index, chunks)) = upload {
+                            self.spread.record(&id, index, chunks);
+                        }
+                        self.pump_uploads();
+                    }
                     Err((_, channel)) => {
                         let _ = self
                             .swarm

@@ -186,11 +186,8 @@ impl NodeBuilder {
         for topic in [Topic::Jobs, Topic::Coordinators] {
             client.subscribe(&topic).await?;
         }
-        tasks.push(tokio::spawn(connect(
-            client.clone(),
-            db.clone(),
-            config.bootstrap.clone(),
-        )));
+        let dials = register_peers(&client, &db, &config.bootstrap).await?;
+        tasks.push(tokio::spawn(dial_all(client.clone(), dials)));
         reannounce_and_resume(&client, &blobs).await;
 
         let ctx = NodeContext {
@@ -331,23 +328,28 @@ async fn start_roles(
     })
 }
 
-/// Dials remembered peers and the bootstrap peers (failures are logged, not fatal).
-async fn connect(client: Client, db: Db, bootstrap: Vec<Multiaddr>) {
-    let known = tokio::task::spawn_blocking(move || mesh::peers::load(&db))
+/// Tells the mesh where remembered and bootstrap peers are (before `start` returns, so that a
+/// request sent right after start can dial them) and returns the addresses to dial.
+async fn register_peers(
+    client: &Client,
+    db: &Db,
+    bootstrap: &[Multiaddr],
+) -> Result<Vec<Multiaddr>, NodeError> {
+    let store = db.clone();
+    let mut known = tokio::task::spawn_blocking(move || mesh::peers::load(&store))
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let mut known = known;
     known.sort_by_key(|(_, p)| std::cmp::Reverse(p.last_seen_unix));
-    for (peer, rec) in known.iter() {
-        for addr in &rec.addrs {
-            let _ = client.add_peer_address(*peer, addr.clone()).await;
-        }
-    }
     let mut dials = Vec::new();
-    for (peer, rec) in known.into_iter().take(REDIAL_KNOWN_PEERS) {
-        if let Some(addr) = rec.addrs.into_iter().next() {
+    for (i, (peer, rec)) in known.into_iter().enumerate() {
+        for addr in &rec.addrs {
+            client.add_peer_address(peer, addr.clone()).await?;
+        }
+        if i < REDIAL_KNOWN_PEERS
+            && let Some(addr) = rec.addrs.into_iter().next()
+        {
             dials.push(addr.with_p2p(peer).unwrap_or_else(|a| a));
         }
     }
@@ -355,11 +357,16 @@ async fn connect(client: Client, db: Db, bootstrap: Vec<Multiaddr>) {
         if let Some(Protocol::P2p(peer)) = addr.iter().last() {
             let mut bare = addr.clone();
             bare.pop();
-            let _ = client.add_peer_address(peer, bare).await;
+            client.add_peer_address(peer, bare).await?;
         }
-        dials.push(addr);
+        dials.push(addr.clone());
     }
-    let results = futures::future::join_all(dials.into_iter().map(|addr| {
+    Ok(dials)
+}
+
+/// Dials `addrs` (failures are logged, not fatal: Kademlia keeps the addresses for later).
+async fn dial_all(client: Client, addrs: Vec<Multiaddr>) {
+    let results = futures::future::join_all(addrs.into_iter().map(|addr| {
         let client = client.clone();
         async move { (addr.clone(), client.dial(addr).await) }
     }))

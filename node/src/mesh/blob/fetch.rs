@@ -217,6 +217,7 @@ enum Reply {
 fn failure_of(response: &Result<BlobResponse, MeshError>) -> Option<Failure> {
     match response {
         Ok(BlobResponse::Busy) => Some(Failure::Busy),
+        Ok(BlobResponse::NotNow) => Some(Failure::NotNow),
         Ok(BlobResponse::NotFound) => Some(Failure::NotFound),
         Ok(BlobResponse::Denied) => Some(Failure::Denied),
         Err(_) => Some(Failure::Transport),
@@ -227,6 +228,7 @@ fn failure_of(response: &Result<BlobResponse, MeshError>) -> Option<Failure> {
 fn failure_label(f: Failure) -> &'static str {
     match f {
         Failure::Busy => "busy",
+        Failure::NotNow => "not_now",
         Failure::NotFound => "not_found",
         Failure::Denied => "denied",
         Failure::Transport => "transport",

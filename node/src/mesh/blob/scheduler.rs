@@ -31,6 +31,9 @@ pub struct SchedulerConfig {
     pub have_refresh: Duration,
     /// Concurrent requests for the same chunk in the endgame.
     pub max_duplicates: usize,
+    /// How long a chunk request must have been outstanding before the endgame duplicates it
+    /// (duplicates cost upload elsewhere: only chase slow ones).
+    pub endgame_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -40,8 +43,9 @@ impl Default for SchedulerConfig {
             total: 16,
             max_failures: 3,
             backoff: Duration::from_millis(200),
-            have_refresh: Duration::from_millis(250),
+            have_refresh: Duration::from_millis(500),
             max_duplicates: 2,
+            endgame_after: Duration::from_millis(500),
         }
     }
 }
@@ -68,6 +72,8 @@ pub enum Action {
 pub enum Failure {
     /// The holder's upload slots are full.
     Busy,
+    /// The holder wants to send other chunks first (it has sent this one more often).
+    NotNow,
     /// The holder does not have what it advertised.
     NotFound,
     /// The holder refuses us (private blob).
@@ -97,6 +103,8 @@ struct Holder {
     backoff_until: Option<Instant>,
     served: u32,
     dropped: Option<DropReason>,
+    /// Chunks this holder asked us to get elsewhere, until when.
+    deferred: HashMap<u32, Instant>,
 }
 
 impl Holder {
@@ -109,7 +117,8 @@ impl Holder {
 #[derive(Debug)]
 pub struct Scheduler {
     have: Bitfield,
-    requested: HashMap<u32, Vec<PeerId>>,
+    /// Chunks in flight: who was asked and when.
+    requested: HashMap<u32, Vec<(PeerId, Instant)>>,
     holders: BTreeMap<PeerId, Holder>,
     cfg: SchedulerConfig,
     rng: u64,
@@ -179,7 +188,7 @@ impl Scheduler {
 
     fn finish_request(&mut self, peer: &PeerId, index: u32) {
         if let Some(peers) = self.requested.get_mut(&index) {
-            if let Some(pos) = peers.iter().position(|p| p == peer) {
+            if let Some(pos) = peers.iter().position(|(p, _)| p == peer) {
                 peers.swap_remove(pos);
                 self.in_flight -= 1;
                 if let Some(h) = self.holders.get_mut(peer) {
@@ -223,6 +232,14 @@ impl Scheduler {
     /// A chunk request failed.
     pub fn on_chunk_failed(&mut self, peer: PeerId, index: u32, failure: Failure, now: Instant) {
         self.finish_request(&peer, index);
+        if failure == Failure::NotNow {
+            let until = now + self.cfg.backoff;
+            if let Some(h) = self.holders.get_mut(&peer) {
+                h.deferred.retain(|_, t| *t > now);
+                h.deferred.insert(index, until);
+            }
+            return;
+        }
         self.penalise(peer, failure, now);
     }
 
@@ -232,6 +249,8 @@ impl Scheduler {
         };
         match failure {
             Failure::Busy => h.backoff_until = Some(now + self.cfg.backoff),
+            // Chunk-specific; handled in `on_chunk_failed`. For a bitfield query it means busy.
+            Failure::NotNow => h.backoff_until = Some(now + self.cfg.backoff),
             Failure::NotFound => {
                 // Its bitfield was stale or wrong: ask again before using it.
                 h.have = None;
@@ -304,6 +323,9 @@ impl Scheduler {
     }
 
     fn plan_have_queries(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // Re-polling holders that had nothing for us is only worth it while we have room for
+        // more requests (in a busy swarm every poll is a stream on some peer's connection).
+        let saturated = self.in_flight >= self.cfg.total;
         let complete = self.is_complete();
         let ours = self.have.clone();
         let refresh = self.cfg.have_refresh;
@@ -314,7 +336,8 @@ impl Scheduler {
             let needed = match &h.have {
                 None => true,
                 Some(theirs) => {
-                    !theirs.is_full()
+                    !saturated
+                        && !theirs.is_full()
                         && h.chunks_in_flight == 0
                         && h.last_have_query.is_none_or(|t| now >= t + refresh)
                         && !theirs.ones().any(|i| !ours.get(i))
@@ -363,9 +386,9 @@ impl Scheduler {
                 .map(|(p, _)| *p)
                 .collect();
             let peer = ties[self.random(ties.len())];
-            match self.pick_chunk(&peer, &rarity) {
+            match self.pick_chunk(&peer, &rarity, now) {
                 Some(index) => {
-                    self.requested.entry(index).or_default().push(peer);
+                    self.requested.entry(index).or_default().push((peer, now));
                     self.in_flight += 1;
                     if let Some(h) = self.holders.get_mut(&peer) {
                         h.chunks_in_flight += 1;
@@ -380,9 +403,14 @@ impl Scheduler {
     /// The chunk to ask `peer` for: the rarest missing, unrequested chunk it has; in the endgame
     /// (every missing chunk already requested) the least-requested one it has that is not
     /// already requested from it.
-    fn pick_chunk(&mut self, peer: &PeerId, rarity: &[u32]) -> Option<u32> {
-        let theirs = self.holders.get(peer)?.have.as_ref()?;
-        let missing: Vec<u32> = theirs.ones().filter(|&i| !self.have.get(i)).collect();
+    fn pick_chunk(&mut self, peer: &PeerId, rarity: &[u32], now: Instant) -> Option<u32> {
+        let holder = self.holders.get(peer)?;
+        let theirs = holder.have.as_ref()?;
+        let deferred = |i: u32| holder.deferred.get(&i).is_some_and(|t| *t > now);
+        let missing: Vec<u32> = theirs
+            .ones()
+            .filter(|&i| !self.have.get(i) && !deferred(i))
+            .collect();
         let fresh: Vec<u32> = missing
             .iter()
             .copied()
@@ -391,19 +419,23 @@ impl Scheduler {
         let (pool, key): (Vec<u32>, Box<dyn Fn(u32) -> u32>) = if !fresh.is_empty() {
             (fresh, Box::new(|i| rarity[i as usize]))
         } else if !self.unrequested_missing_exists() {
+            let slow = now.checked_sub(self.cfg.endgame_after);
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
-                    self.requested
-                        .get(i)
-                        .is_some_and(|ps| ps.len() < self.cfg.max_duplicates && !ps.contains(peer))
+                    self.requested.get(i).is_some_and(|ps| {
+                        ps.len() < self.cfg.max_duplicates
+                            && !ps.iter().any(|(p, _)| p == peer)
+                            && ps.iter().all(|(_, t)| slow.is_some_and(|s| *t <= s))
+                    })
                 })
                 .collect();
-            let requested = self.requested.clone();
-            (
-                dup,
-                Box::new(move |i| requested.get(&i).map_or(0, |ps| ps.len() as u32)),
-            )
+            let counts: HashMap<u32, u32> = self
+                .requested
+                .iter()
+                .map(|(i, ps)| (*i, ps.len() as u32))
+                .collect();
+            (dup, Box::new(move |i| counts.get(&i).copied().unwrap_or(0)))
         } else {
             // Other holders have chunks nobody asked for yet; this one has nothing new.
             return None;
@@ -430,6 +462,7 @@ mod tests {
             backoff: Duration::from_millis(100),
             have_refresh: Duration::from_millis(50),
             max_duplicates: 2,
+            endgame_after: Duration::from_millis(100),
         }
     }
 
@@ -553,6 +586,27 @@ mod tests {
     }
 
     #[test]
+    fn not_now_defers_only_that_chunk_on_that_holder() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.per_peer = 1;
+        let mut s = Scheduler::new(Bitfield::empty(2), c, 29);
+        let origin = PeerId::random();
+        s.add_complete_holder(origin);
+        let (_, first) = chunks(&s.next_actions(t0))[0];
+        s.on_chunk_failed(origin, first, Failure::NotNow, t0);
+        // The holder stays usable, for the other chunk.
+        assert_eq!(chunks(&s.next_actions(t0)), vec![(origin, 1 - first)]);
+        assert!(s.dropped().is_empty());
+        s.on_chunk_ok(origin, 1 - first, Bitfield::full(2));
+        assert!(chunks(&s.next_actions(t0 + Duration::from_millis(10))).is_empty());
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(150))),
+            vec![(origin, first)]
+        );
+    }
+
+    #[test]
     fn repeated_transport_failures_drop_the_holder() {
         let mut now = Instant::now();
         let mut s = Scheduler::new(Bitfield::empty(3), cfg(), 11);
@@ -580,7 +634,12 @@ mod tests {
         let first = chunks(&s.next_actions(now));
         assert_eq!(first, vec![(slow, 2)]);
         s.add_complete_holder(fast);
-        assert_eq!(chunks(&s.next_actions(now)), vec![(fast, 2)]);
+        assert!(
+            chunks(&s.next_actions(now)).is_empty(),
+            "no duplicate while the first request is young"
+        );
+        let later = now + Duration::from_millis(150);
+        assert_eq!(chunks(&s.next_actions(later)), vec![(fast, 2)]);
         assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3)));
         assert!(
             !s.on_chunk_ok(slow, 2, Bitfield::full(3)),

@@ -263,6 +263,15 @@ impl BlobStore {
         Ok(Some(states.entry(*id).or_insert(state).clone()))
     }
 
+    /// The state of `id` if it is already in memory (never touches the disk: for the event loop).
+    pub fn cached_state(&self, id: &BlobId) -> Option<Arc<BlobState>> {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
     /// The canonical manifest bytes of `id`, if known.
     pub fn manifest_bytes(&self, id: &BlobId) -> Result<Option<Vec<u8>>, BlobError> {
         Ok(self.db.get_raw(MANIFESTS, id.as_bytes())?)

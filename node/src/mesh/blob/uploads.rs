@@ -4,12 +4,19 @@
 //! bucket for an optional upload rate limit.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     hash::Hash,
     time::{Duration, Instant},
 };
 
 use libp2p::PeerId;
+
+use crate::mesh::blob::{Bitfield, BlobId};
+
+/// Blobs whose upload counts are tracked; the oldest is forgotten beyond this.
+const SPREAD_BLOBS: usize = 64;
+/// Deferrals remembered (a requester is told `NotNow` at most once per chunk).
+const SPREAD_DEFERRALS: usize = 65_536;
 
 /// Chunk requests waiting for an upload slot.
 #[derive(Debug)]
@@ -83,6 +90,64 @@ impl<K: Hash + Eq + Copy, T> UploadQueue<K, T> {
     }
 }
 
+/// How often this node has uploaded each chunk of the blobs it serves. A chunk that has left
+/// more often than the least-uploaded chunk this node holds is answered `NotNow` once per
+/// requester: the node prefers to upload every chunk once before any twice (BitTorrent's
+/// "super-seeding"), so first copies spread through the swarm instead of the origin sending the
+/// same chunks repeatedly. Nothing is starved: a requester that asks again (it found no one
+/// else with the chunk) is served, so the worst case is one retry delay.
+#[derive(Debug, Default)]
+pub struct ChunkSpread {
+    counts: HashMap<BlobId, Vec<u32>>,
+    order: VecDeque<BlobId>,
+    deferred: HashSet<(PeerId, BlobId, u32)>,
+}
+
+impl ChunkSpread {
+    /// Whether `peer`'s request for chunk `index` should be deferred, given what this node
+    /// `have`s; remembers the deferral so that the next request is served.
+    pub fn should_defer(
+        &mut self,
+        peer: &PeerId,
+        id: &BlobId,
+        index: u32,
+        have: &Bitfield,
+    ) -> bool {
+        let Some(counts) = self.counts.get(id) else {
+            return false;
+        };
+        let count = |i: u32| counts.get(i as usize).copied().unwrap_or(0);
+        let least = have.ones().map(count).min().unwrap_or(0);
+        if count(index) <= least {
+            return false;
+        }
+        if self.deferred.len() >= SPREAD_DEFERRALS {
+            self.deferred.clear();
+        }
+        self.deferred.insert((*peer, *id, index))
+    }
+
+    /// Records one upload of chunk `index` of a blob of `chunks` chunks.
+    pub fn record(&mut self, id: &BlobId, index: u32, chunks: u32) {
+        if !self.counts.contains_key(id) {
+            if self.order.len() >= SPREAD_BLOBS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.counts.remove(&old);
+            }
+            self.order.push_back(*id);
+            self.counts.insert(*id, vec![0; chunks as usize]);
+        }
+        if let Some(c) = self
+            .counts
+            .get_mut(id)
+            .and_then(|c| c.get_mut(index as usize))
+        {
+            *c += 1;
+        }
+    }
+}
+
 /// A token bucket over bytes: callers take what they send and wait the returned delay.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
@@ -153,6 +218,38 @@ mod tests {
         let (_, k, _) = q.next_ready().unwrap();
         q.finish(&k);
         q.offer(a, 5, 5).unwrap();
+    }
+
+    #[test]
+    fn every_chunk_leaves_once_before_any_leaves_twice() {
+        let id = BlobId::of(b"blob");
+        let have = Bitfield::full(3);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = ChunkSpread::default();
+        assert!(!s.should_defer(&a, &id, 0, &have));
+        s.record(&id, 0, 3);
+        assert!(
+            s.should_defer(&b, &id, 0, &have),
+            "0 left once, 1 and 2 never"
+        );
+        assert!(!s.should_defer(&b, &id, 0, &have), "asked again: served");
+        assert!(
+            s.should_defer(&a, &id, 0, &have),
+            "another requester is deferred once"
+        );
+        assert!(!s.should_defer(&a, &id, 1, &have));
+        s.record(&id, 1, 3);
+        s.record(&id, 2, 3);
+        assert!(
+            !s.should_defer(&PeerId::random(), &id, 0, &have),
+            "all left once"
+        );
+        // A partial holder only compares the chunks it has.
+        let mut partial = Bitfield::empty(3);
+        partial.set(0);
+        let mut p = ChunkSpread::default();
+        p.record(&id, 0, 3);
+        assert!(!p.should_defer(&a, &id, 0, &partial));
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub enum BlobResponse {
     Denied,
     /// All upload slots and the queue are taken: retry later or elsewhere.
     Busy,
+    /// This holder has already uploaded this chunk more often than others it holds: get it
+    /// from a peer that has it, or ask again later (the holder spreads its upload over every
+    /// chunk first, so that a blob fans out instead of the same chunks leaving it repeatedly).
+    NotNow,
     /// The request could not be decoded.
     Error {
         /// Why.
