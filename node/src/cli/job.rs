@@ -92,7 +92,7 @@ pub(crate) struct SubmitArgs {
     #[arg(long, default_value = "sgd")]
     pub(crate) optimizer: String,
     /// Learning-rate schedule of each local run: constant or linear (decays to 0).
-    #[arg(long, default_value = "linear")]
+    #[arg(long, default_value = "constant")]
     pub(crate) lr_schedule: String,
     /// Seed of the initial weights and the local shuffling.
     #[arg(long, default_value_t = 0)]

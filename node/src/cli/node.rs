@@ -23,10 +23,12 @@ pub(crate) struct NodeArgs {
     /// the marketplace).
     #[arg(long)]
     pub(crate) provide: bool,
-    /// Train on local data for jobs (shown in /api/node; behaviour comes with training jobs).
+    /// Contribute: train announced jobs on the local --data and earn $DUCK for accepted updates
+    /// (needs the chain settings).
     #[arg(long)]
     pub(crate) contribute: bool,
-    /// Stand for election as a job coordinator (shown in /api/node; behaviour comes later).
+    /// Stand for election as a job coordinator: registers on chain, heartbeats, and runs the
+    /// rounds of the jobs it is elected for (needs the chain settings).
     #[arg(long)]
     pub(crate) coordinator: bool,
     /// Directory for the identity key and the store [default: ~/.quackmesh].

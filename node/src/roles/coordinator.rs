@@ -45,6 +45,16 @@ pub struct AggregateRecord {
     pub model: Hash32,
     /// Its accuracy, basis points.
     pub accuracy_bps: u16,
+    /// When it was aggregated (unix milliseconds; round durations are the differences).
+    #[serde(default)]
+    pub at_unix_ms: u64,
+}
+
+/// Wall-clock unix milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Key of an aggregate record.
@@ -368,6 +378,7 @@ impl Runtime {
                         updates,
                         model: *model,
                         accuracy_bps: *accuracy_bps,
+                        at_unix_ms: unix_ms(),
                     };
                     if let Err(e) = self
                         .ctx

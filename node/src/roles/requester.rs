@@ -119,7 +119,7 @@ fn default_optimizer() -> String {
     "sgd".into()
 }
 fn default_schedule() -> String {
-    "linear".into()
+    "constant".into()
 }
 fn default_lease() -> u64 {
     10

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::U256;
-use alloy::providers::DynProvider;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 
 use crate::chain::client::connect_http;
@@ -290,6 +290,16 @@ impl Devnet {
             Self::tx_config(),
         )
         .await
+    }
+
+    /// Gives `address` `wei` of the chain's native coin (anvil_setBalance), for keys beyond
+    /// anvil's ten accounts.
+    pub async fn set_eth_balance(&self, address: Address, wei: U256) -> Result<(), Error> {
+        self.provider
+            .raw_request::<_, serde_json::Value>("anvil_setBalance".into(), (address, wei))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Config(format!("anvil_setBalance: {e}")))
     }
 
     /// Moves the chain's clock forward by `seconds` and mines a block.

@@ -61,6 +61,33 @@ impl Federation {
     /// (roles, --data ...) and one training thread. The first node started is the others'
     /// bootstrap peer.
     pub fn node(&mut self, name: &str, account: usize, args: &[&str]) -> NodeProcess {
+        let key = ["--dev-account".to_owned(), account.to_string()];
+        self.spawn(name, &key, args)
+    }
+
+    /// A new random chain key with 100 ETH for gas (and no $DUCK), written to a file for
+    /// `--private-key-file`: for more participants than anvil's ten accounts.
+    pub async fn fresh_key(&self, name: &str) -> PathBuf {
+        let signer = alloy::signers::local::PrivateKeySigner::random();
+        self.devnet
+            .set_eth_balance(signer.address(), alloy::primitives::U256::from(10u128.pow(20)))
+            .await
+            .expect("fund the key");
+        let path = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&path, alloy::hex::encode(signer.to_bytes())).expect("write key");
+        path
+    }
+
+    /// [`Federation::node`] signing with the key in `key_file` (see [`Federation::fresh_key`]).
+    pub fn node_with_key(&mut self, name: &str, key_file: &Path, args: &[&str]) -> NodeProcess {
+        let key = [
+            "--private-key-file".to_owned(),
+            key_file.display().to_string(),
+        ];
+        self.spawn(name, &key, args)
+    }
+
+    fn spawn(&mut self, name: &str, key: &[String], args: &[&str]) -> NodeProcess {
         let data_dir = self.dir.path().join(name);
         let mut all: Vec<String> = vec![
             "--network".into(),
@@ -69,9 +96,8 @@ impl Federation {
             self.devnet.rpc_url().to_owned(),
             "--deployment".into(),
             self.devnet.deployment_path().display().to_string(),
-            "--dev-account".into(),
-            account.to_string(),
         ];
+        all.extend_from_slice(key);
         if let Some(b) = &self.bootstrap {
             all.extend(["--bootstrap".into(), b.clone()]);
         }

@@ -130,10 +130,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(MeshError::from)
 }
 
-/// Discovery: the DHT's providers plus hints, or exactly `only_from`.
-async fn find_holders(client: &Client, id: BlobId, opts: &FetchOptions) -> HashSet<PeerId> {
+/// Discovery: the DHT's providers plus hints, or exactly `only_from`. With `hints_only`, the
+/// hints alone: a DHT query costs tens of milliseconds even on loopback, and a hinted peer (the
+/// publisher of a round head, the offerer of an update) usually holds the blob.
+async fn find_holders(
+    client: &Client,
+    id: BlobId,
+    opts: &FetchOptions,
+    hints_only: bool,
+) -> HashSet<PeerId> {
     let mut found: HashSet<PeerId> = match &opts.only_from {
         Some(peers) => return peers.iter().copied().collect(),
+        None if hints_only => HashSet::new(),
         None => client.get_providers(id).await.unwrap_or_default(),
     };
     found.extend(opts.hints.iter().copied());
@@ -149,8 +157,9 @@ async fn fetch_manifest(
     bad: &mut HashSet<PeerId>,
 ) -> Result<(Arc<BlobState>, Vec<PeerId>), MeshError> {
     let deadline = Instant::now() + client.config().fetch_stall_timeout;
+    let mut hints_only = !opts.hints.is_empty();
     loop {
-        let holders = find_holders(client, id, opts).await;
+        let holders = find_holders(client, id, opts, hints_only).await;
         let candidates: Vec<PeerId> = holders
             .iter()
             .filter(|p| !bad.contains(p))
@@ -181,6 +190,11 @@ async fn fetch_manifest(
                     client.metrics().fetch_failure("transport");
                 }
             }
+        }
+        if hints_only {
+            // No hinted peer had it: ask the DHT at once.
+            hints_only = false;
+            continue;
         }
         if Instant::now() >= deadline {
             return Err(MeshError::NoHolders { id: id.to_string() });
@@ -347,7 +361,7 @@ pub(crate) async fn run(
             let o = opts.clone();
             let tx = found_tx.clone();
             tokio::spawn(async move {
-                let _ = tx.send(find_holders(&c, id, &o).await).await;
+                let _ = tx.send(find_holders(&c, id, &o, false).await).await;
             });
         }
         if now >= last_progress + cfg.fetch_stall_timeout {
