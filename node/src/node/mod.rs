@@ -510,8 +510,16 @@ impl NodeHandle {
         if let Some(roles) = &self.roles {
             // The roles' exit work first (a provider's unlisting), while the chain is reachable.
             let (reply, done) = oneshot::channel();
-            if roles.send(Command::Shutdown { reply }).await {
-                let _ = tokio::time::timeout(UNLIST_TIMEOUT + SHUTDOWN_WAIT, done).await;
+            let exit = async {
+                if roles.send(Command::Shutdown { reply }).await {
+                    let _ = done.await;
+                }
+            };
+            if tokio::time::timeout(UNLIST_TIMEOUT + SHUTDOWN_WAIT, exit)
+                .await
+                .is_err()
+            {
+                tracing::warn!(target: "node", "the roles' exit work timed out");
             }
         }
         if let Some(stop) = self.api_stop.take() {

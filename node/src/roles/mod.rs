@@ -1,5 +1,10 @@
 //! The participants' logic: coordinator election, the round state machine, and the drivers that
 //! connect them to the mesh, the chain and the learning engine.
+//!
+//! Compute rental: [`rental`] is the provider's pure state (its listing, its rentals with
+//! renters and clusters, withdrawals, the escrow maths), [`provider`] drives it inside the
+//! [`runtime`] actor, [`machine`] detects the specs listed, and [`market`] is the renter's side
+//! (filter, pick the cheapest, rent a cluster) used by the `quackmesh market` CLI and the API.
 
 pub mod blobs;
 pub mod contributor;

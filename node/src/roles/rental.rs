@@ -532,6 +532,8 @@ impl ProviderState {
         match &self.listing {
             Some(l) if l.listed => {
                 if l.multiaddr == want.multiaddr && l.price_per_hour == want.price_per_hour {
+                    // Already as wanted (a failed transaction that went through after all).
+                    self.list_tx = TxState::Idle;
                     return Vec::new();
                 }
                 self.list_tx = TxState::InFlight;
@@ -811,6 +813,27 @@ mod tests {
             s.handle(Input::Tick, 2_000 + RETRY_AFTER_MS, EVERY),
             vec![Action::List(offer("a", DUCK))]
         );
+    }
+
+    #[test]
+    fn failed_listing_that_went_through_is_not_sent_again() {
+        let mut s = ProviderState::new(ME);
+        started(&mut s, offer("a", DUCK), None);
+        // The receipt timed out, but the watcher saw the listing.
+        s.handle(Input::ListFailed, 2_000, EVERY);
+        let ev = Input::MachineListed {
+            machine_id: 2,
+            provider: ME,
+            peer_id: vec![9, 9, 9],
+            multiaddr: "a".into(),
+            price_per_hour: DUCK,
+        };
+        assert_eq!(s.handle(ev, 2_500, EVERY), vec![Action::Persist]);
+        assert!(
+            s.handle(Input::Tick, 2_000 + RETRY_AFTER_MS, EVERY)
+                .is_empty()
+        );
+        assert_eq!(s.list_tx, TxState::Idle);
     }
 
     #[test]

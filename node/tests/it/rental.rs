@@ -421,6 +421,31 @@ async fn restarted_provider_keeps_its_machine_and_unlists_on_exit() {
     .await;
     assert!(view.providing);
 
+    // The human forms of `market rent` and `market end` (the rental ends before the exit: a
+    // rented machine cannot be unlisted).
+    let (ok, out, err) = cli(
+        &f,
+        &["market", "rent", "--hours", "3", "--dev-account", "7"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("rented for 3 hour(s): 7.5 DUCK in escrow")
+            && out.contains(&p.peer_id.to_string()),
+        "{out}"
+    );
+    let rental = chain.machine(U256::from(id)).await.unwrap().lastRentalId;
+    let (ok, out, err) = cli(
+        &f,
+        &["market", "end", &rental.to_string(), "--dev-account", "7"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("rental {rental} ended; refunded ")),
+        "{out}"
+    );
+
     sigterm(&mut p);
     let m = chain.machine(U256::from(id)).await.unwrap();
     assert!(!m.listed, "unlisted on exit");
