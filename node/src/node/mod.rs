@@ -171,6 +171,11 @@ impl NodeBuilder {
         with_roles: bool,
     ) -> Result<(NodeHandle, Option<mpsc::Receiver<Event>>), NodeError> {
         let config = self.config;
+        if with_roles && config.roles.provide && config.chain.is_none() {
+            return Err(NodeError::Roles(
+                "--provide needs the chain: set --network, --rpc-url or --deployment".into(),
+            ));
+        }
         let db = Db::open_dir(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();

@@ -2,7 +2,8 @@
 //! filtered (`--min-cpus`, `--gpu`, `--max-price`) and the cheapest picked for a cluster.
 //!
 //! [`filter`] and [`pick_cheapest`] are pure and unit-tested; [`offers`], [`rent`] and
-//! [`provider_rentals`] read and write the chain through [`chain::Client`].
+//! [`withdrawable_rentals`] and [`cluster_members`] read and write the chain through
+//! [`chain::Client`].
 
 use alloy::primitives::{Address, U256};
 use serde::{Deserialize, Serialize};

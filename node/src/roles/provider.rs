@@ -58,6 +58,23 @@ pub fn load(db: &Db, deployment: &Deployment) -> Result<Option<ProviderState>, S
     db.get(PROVIDER, &state_key(deployment))
 }
 
+/// The clusters this node serves as a provider at chain time `now` (unix seconds), each with
+/// its renter: what cluster-subnet admission and cluster work start from.
+pub fn active_clusters(
+    db: &Db,
+    deployment: &Deployment,
+    now: u64,
+) -> Result<std::collections::BTreeMap<u64, Address>, StoreError> {
+    Ok(load(db, deployment)?
+        .map(|s| {
+            s.active_clusters(now)
+                .into_iter()
+                .map(|(c, r)| (c, Address::from(r)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// An amount in base units as `u128` (saturating: $DUCK's supply is far below).
 pub(crate) fn amount(v: U256) -> u128 {
     u128::try_from(v).unwrap_or(u128::MAX)

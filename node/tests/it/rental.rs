@@ -392,6 +392,36 @@ fn sigterm(p: &mut NodeProcess) {
     panic!("node did not exit within 60 s of SIGTERM");
 }
 
+/// Runs `quackmesh node ARGS` expecting it to exit with an error within 60 s; its stderr.
+fn node_fails(f: &Federation, args: &[&str]) -> String {
+    let mut child = Command::new(bin())
+        .arg("node")
+        .args([
+            "--data-dir",
+            &f.dir.path().join("bad").display().to_string(),
+        ])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .env("QUACKMESH_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("quackmesh node {args:?} kept running");
+}
+
 /// A restarted provider keeps its machine id (no second listing) and updates its price; with
 /// --unlist-on-exit it unlists on SIGTERM; the next start lists anew, and `market unlist`
 /// takes that listing off while the node runs.
@@ -474,6 +504,27 @@ async fn restarted_provider_keeps_its_machine_and_unlists_on_exit() {
         v.listing.filter(|l| !l.listed).map(|_| ())
     })
     .await;
+    // A provider needs a price and a chain.
+    let err = node_fails(&f, &["--provide"]);
+    assert!(err.contains("--provide needs the chain"), "{err}");
+    let rpc = f.devnet.rpc_url().to_owned();
+    let dep = f.devnet.deployment_path().display().to_string();
+    let chain_args = [
+        "--rpc-url",
+        &rpc,
+        "--deployment",
+        &dep,
+        "--dev-account",
+        "4",
+    ];
+    let err = node_fails(&f, &[&["--provide"][..], &chain_args].concat());
+    assert!(err.contains("--provide needs --price"), "{err}");
+    let err = node_fails(
+        &f,
+        &[&["--provide", "--price", "0"][..], &chain_args].concat(),
+    );
+    assert!(err.contains("must be above 0"), "{err}");
+
     // Another provider's key cannot unlist it.
     let (ok, _, err) = cli(&f, &["market", "unlist", "1", "--dev-account", "2"]).await;
     assert!(!ok && err.contains("ComputeMarketplace"), "{err}");
