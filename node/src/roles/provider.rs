@@ -28,6 +28,8 @@ use crate::{
 pub const PROVIDER: Tree<ProviderState> = Tree::new("roles.provider");
 /// Pause before start-up chain reads are tried again.
 const LOAD_RETRY_MS: u64 = 5_000;
+/// Most marketplace events held back until the start-up reads are done.
+const MAX_EARLY_EVENTS: usize = 4_096;
 /// Longest an unlist on shutdown may take.
 pub const UNLIST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -128,6 +130,9 @@ pub(crate) struct ProviderRole {
     key: Vec<u8>,
     /// `Started` has been fed (chain reads done).
     started: bool,
+    /// Marketplace events seen before `Started`, fed right after it (a listing adopted from
+    /// the chain then sees its rentals).
+    early: std::collections::VecDeque<Input>,
     loading: bool,
     load_failed_at: Option<u64>,
 }
@@ -150,6 +155,7 @@ impl ProviderRole {
             state,
             key,
             started: false,
+            early: std::collections::VecDeque::new(),
             loading: false,
             load_failed_at: None,
         })
@@ -196,14 +202,23 @@ impl Runtime {
         });
     }
 
-    /// A marketplace event (fed before the start-up reads too: a stored listing's rentals
-    /// count at once; the adoption of a listing waits for the wanted offer).
+    /// A marketplace event (held back until the start-up reads are done).
     pub(crate) fn provider_on_event(&mut self, ev: &WatchedEvent) {
-        if self.provider.is_some()
-            && let Some(input) = input_of(&ev.event)
-        {
-            self.provider_feed(input);
+        let Some(p) = self.provider.as_mut() else {
+            return;
+        };
+        let Some(input) = input_of(&ev.event) else {
+            return;
+        };
+        if !p.started {
+            if p.early.len() >= MAX_EARLY_EVENTS {
+                tracing::warn!(target: "roles::provider", "too many marketplace events before start-up; dropping the oldest");
+                p.early.pop_front();
+            }
+            p.early.push_back(input);
+            return;
         }
+        self.provider_feed(input);
     }
 
     /// The clock.
@@ -305,7 +320,11 @@ impl Runtime {
                         p.started = true;
                         let o = &startup.offer;
                         tracing::info!(target: "roles::provider", cpus = o.cpu_cores, ram_mb = o.ram_mb, gpus = o.gpu_count, multiaddr = %o.multiaddr, "providing this machine");
+                        let early = std::mem::take(&mut p.early);
                         self.provider_feed(Input::Started(startup));
+                        for input in early {
+                            self.provider_feed(input);
+                        }
                     }
                     Err(e) => {
                         p.load_failed_at = Some(now_ms());

@@ -431,10 +431,47 @@ async fn restarted_provider_keeps_its_machine_and_unlists_on_exit() {
     let chain = f.devnet.reader().await.unwrap();
     let mut p = f.node("p", 1, &["--provide", "--price", "1"]);
     let id = listed(&f, &p).await;
+    // A rental, seen and ended, before the store is lost.
+    let rented: ClusterRented = cli_json(
+        &f,
+        &[
+            "market",
+            "rent",
+            "--hours",
+            "1",
+            "--dev-account",
+            "8",
+            "--json",
+        ],
+    )
+    .await;
+    let first = rented.members[0].rental_id;
+    wait_for("rental seen", Duration::from_secs(30), || async {
+        (provider(&f, &p).await.rentals.len() == 1).then_some(())
+    })
+    .await;
+    let (ok, _, err) = cli(
+        &f,
+        &["market", "end", &first.to_string(), "--dev-account", "8"],
+    )
+    .await;
+    assert!(ok, "{err}");
     p.kill();
 
+    // Restarted with its store lost (the identity kept): the listing is found on chain, not
+    // made twice, and the rental history comes back from the chain's events.
+    std::fs::remove_file(f.dir.path().join("p").join("node.redb")).unwrap();
     let mut p = f.node("p", 1, &["--provide", "--price", "2.5", "--unlist-on-exit"]);
     assert_eq!(listed(&f, &p).await, id);
+    let view = wait_for("rental replayed", Duration::from_secs(30), || async {
+        let v = provider(&f, &p).await;
+        v.rentals
+            .first()
+            .is_some_and(|r| r.rental_id == first && r.ended_at.is_some())
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(view.rentals.len(), 1);
     wait_for("price updated", Duration::from_secs(30), || async {
         let m = chain.machine(U256::from(id)).await.unwrap();
         (m.pricePerHour == duck("2.5")).then_some(())
