@@ -125,7 +125,11 @@ async fn system(train_set: &Dataset, test_set: &Dataset, n: usize, rounds: u64) 
     req.round_timeout_secs = 300;
     let started = unix_ms();
     let job = f
-        .submit(&r.api_url, &test_set.take(VALIDATION.min(test_set.len())), req)
+        .submit(
+            &r.api_url,
+            &test_set.take(VALIDATION.min(test_set.len())),
+            req,
+        )
         .await;
     let rec: JobRecord = f
         .wait_job(&r.api_url, job.job_id, Duration::from_secs(900), |r| {
@@ -141,7 +145,10 @@ async fn system(train_set: &Dataset, test_set: &Dataset, n: usize, rounds: u64) 
         &c2
     };
     let mut aggs: Vec<AggregateRecord> = f
-        .get(&holder.api_url, &format!("/api/job/{}/aggregates", job.job_id))
+        .get(
+            &holder.api_url,
+            &format!("/api/job/{}/aggregates", job.job_id),
+        )
         .await;
     aggs.sort_by_key(|a| a.round);
     assert_eq!(aggs.len() as u64, rounds, "{aggs:?}");

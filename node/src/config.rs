@@ -105,6 +105,33 @@ pub struct NodeConfig {
     pub contribute_data: Option<PathBuf>,
     /// The provider's price per hour in $DUCK (decimal text).
     pub price: Option<String>,
+    /// The provider's settings besides the price.
+    pub provider: ProviderSettings,
+}
+
+/// Default pause between a provider's withdrawals of accrued rent, seconds.
+pub const DEFAULT_WITHDRAW_EVERY_SECS: u64 = 600;
+
+/// How a provider runs (with `--provide`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSettings {
+    /// Pause between withdrawals of accrued rent, seconds.
+    pub withdraw_every_secs: u64,
+    /// Unlist the machine when the node shuts down.
+    pub unlist_on_exit: bool,
+    /// The multiaddr listed on the marketplace (default: the first listen address that is
+    /// not unspecified).
+    pub announce: Option<Multiaddr>,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        Self {
+            withdraw_every_secs: DEFAULT_WITHDRAW_EVERY_SECS,
+            unlist_on_exit: false,
+            announce: None,
+        }
+    }
 }
 
 /// Where the node's chain is and which key it signs with. The private key itself is never part
@@ -182,6 +209,12 @@ pub struct ConfigLayer {
     pub data: Option<PathBuf>,
     /// Provider: price per hour in $DUCK.
     pub price: Option<String>,
+    /// Provider: seconds between withdrawals of accrued rent.
+    pub withdraw_every: Option<u64>,
+    /// Provider: unlist the machine on shutdown.
+    pub unlist_on_exit: Option<bool>,
+    /// Provider: the multiaddr to list.
+    pub announce: Option<Multiaddr>,
 }
 
 fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
@@ -282,6 +315,11 @@ impl ConfigLayer {
                 }
                 "DATA" => layer.data = Some(PathBuf::from(&value)),
                 "PRICE" => layer.price = Some(value.trim().to_owned()),
+                "WITHDRAW_EVERY" => {
+                    layer.withdraw_every = Some(parse_one(&var, &value, "seconds")?)
+                }
+                "UNLIST_ON_EXIT" => layer.unlist_on_exit = Some(parse_bool(&var, &value)?),
+                "ANNOUNCE" => layer.announce = Some(parse_one(&var, &value, "a multiaddr")?),
                 _ => {}
             }
         }
@@ -310,6 +348,9 @@ impl ConfigLayer {
             dev_account: self.dev_account.or(lower.dev_account),
             data: self.data.or(lower.data),
             price: self.price.or(lower.price),
+            withdraw_every: self.withdraw_every.or(lower.withdraw_every),
+            unlist_on_exit: self.unlist_on_exit.or(lower.unlist_on_exit),
+            announce: self.announce.or(lower.announce),
         }
     }
 
@@ -335,6 +376,14 @@ impl ConfigLayer {
             chain,
             contribute_data: self.data,
             price: self.price,
+            provider: ProviderSettings {
+                withdraw_every_secs: self
+                    .withdraw_every
+                    .filter(|s| *s > 0)
+                    .unwrap_or(DEFAULT_WITHDRAW_EVERY_SECS),
+                unlist_on_exit: self.unlist_on_exit.unwrap_or(false),
+                announce: self.announce,
+            },
             data_dir: self.data_dir.unwrap_or_else(default_data_dir),
             listen: self.listen.unwrap_or_else(|| {
                 DEFAULT_LISTEN

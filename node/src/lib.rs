@@ -14,7 +14,8 @@
 //! - [`mesh`]: the libp2p swarm (gossip, DHT, blob exchange, RPC) behind a cloneable client.
 //! - [`node`]: the assembled runtime (`Node::start`), [`config`]: its layered configuration.
 //! - [`api`]: the HTTP API every node serves; [`metrics`]: the shared Prometheus registry.
-//! - [`roles`]: election, the round state machine, contributors, coordinators, requesters.
+//! - [`roles`]: election, the round state machine, contributors, coordinators, requesters,
+//!   providers (listing, rentals, rent withdrawal) and the renter's marketplace calls.
 //!
 //! Protocol logic (election, rounds, aggregation, escrow maths) is kept free of I/O so that it
 //! can be unit-tested; the mesh and chain layers feed it events.

@@ -10,13 +10,14 @@
 //!   like one from the mesh; answers the coordinator's verdict (with the attestation).
 //! - `GET /api/job/{id}/aggregates`: the rounds this node aggregated as coordinator, with the
 //!   updates that went into each.
-//! - `GET /api/cluster/{id}`: the machines of a job's cluster (rented, with their addresses).
+//! - `GET /api/cluster/{id}` (a job id, as DESIGN.md names it): the cluster a job trains on (`cluster_id` 0: open to all),
+//!   with its machines read from the chain (see `GET /api/clusters/{id}` in [`super::market`]).
 //! - `GET /api/transactions?limit=N`: contract events this node saw, newest first.
 //! - `GET /api/wallet`: this node's chain address and $DUCK balance.
 
 use std::{sync::Arc, time::Duration};
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use axum::{
     Json, Router,
     body::Bytes,
@@ -29,7 +30,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::{
-    api::{ApiError, SMALL_BODY_BYTES, blocking},
+    api::{
+        ApiError, SMALL_BODY_BYTES, blocking,
+        market::{ClusterView, cluster_view},
+    },
     chain,
     mesh::Client,
     roles::{
@@ -220,34 +224,15 @@ async fn post_update(
     }
 }
 
-/// One machine of a cluster, as `GET /api/cluster/{id}` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterMachine {
-    /// Machine id.
-    pub machine_id: String,
-    /// Rental id.
-    pub rental_id: String,
-    /// Provider's chain address.
-    pub provider: String,
-    /// Provider's PeerId.
-    pub peer_id: String,
-    /// Provider's multiaddr.
-    pub multiaddr: String,
-    /// Whether the rental is active now.
-    pub active: bool,
-}
-
-/// Answer of `GET /api/cluster/{id}`.
+/// Answer of `GET /api/cluster/{job id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterInfo {
     /// The job.
     pub job_id: u64,
-    /// Its cluster (0: none).
+    /// Its cluster (0: none, the job is open to everyone).
     pub cluster_id: u64,
-    /// Who rented it.
-    pub renter: Option<String>,
-    /// The machines.
-    pub machines: Vec<ClusterMachine>,
+    /// The cluster as the chain has it (`None` when there is none).
+    pub cluster: Option<ClusterView>,
 }
 
 async fn get_cluster(
@@ -256,43 +241,10 @@ async fn get_cluster(
 ) -> Result<Json<ClusterInfo>, ApiError> {
     let job_id = parse_id(&id)?;
     let r = record(&s, job_id).await?;
-    if r.cluster_id == 0 {
-        return Ok(Json(ClusterInfo {
-            job_id,
-            cluster_id: 0,
-            renter: None,
-            machines: Vec::new(),
-        }));
-    }
-    let cluster = s
-        .chain
-        .cluster(U256::from(r.cluster_id))
-        .await
-        .map_err(|e| ApiError::Upstream(e.to_string()))?;
-    let members = s
-        .chain
-        .cluster_members(U256::from(r.cluster_id))
-        .await
-        .map_err(|e| ApiError::Upstream(e.to_string()))?;
-    let mut machines = Vec::new();
-    for m in members {
-        let peer_id = libp2p::PeerId::from_bytes(&m.peerId)
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        machines.push(ClusterMachine {
-            machine_id: m.machineId.to_string(),
-            rental_id: m.rentalId.to_string(),
-            provider: format!("{:#x}", m.provider),
-            peer_id,
-            multiaddr: m.multiaddr,
-            active: m.active,
-        });
-    }
     Ok(Json(ClusterInfo {
         job_id,
         cluster_id: r.cluster_id,
-        renter: Some(format!("{:#x}", cluster.renter)),
-        machines,
+        cluster: cluster_view(&s.chain, r.cluster_id).await?,
     }))
 }
 

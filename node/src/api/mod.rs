@@ -11,6 +11,7 @@
 
 pub mod blob;
 pub mod jobs;
+pub mod market;
 pub mod node;
 
 use std::sync::Arc;

@@ -570,6 +570,12 @@ impl Client {
         self.read("machineCount", m.machineCount()).await
     }
 
+    /// Number of rentals ever made.
+    pub async fn rental_count(&self) -> Result<U256, Error> {
+        let m = self.market();
+        self.read("rentalCount", m.rentalCount()).await
+    }
+
     /// A rental by id.
     pub async fn rental(&self, rental_id: U256) -> Result<Rental, Error> {
         let m = self.market();
@@ -598,6 +604,13 @@ impl Client {
             rental_ids: r.rentalIds,
             machine_ids: r.machineIds,
         })
+    }
+
+    /// A cluster's renter (the zero address when there is no such cluster).
+    pub async fn cluster_renter(&self, cluster_id: U256) -> Result<Address, Error> {
+        let m = self.market();
+        self.read("clusterRenter", m.clusterRenter(cluster_id))
+            .await
     }
 
     /// A cluster's machines with PeerIds, multiaddrs and whether each rental is active (what

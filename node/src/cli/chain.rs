@@ -139,8 +139,33 @@ pub(crate) struct NewWalletArgs {
 /// `quackmesh market ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum MarketCommand {
-    /// List the machines on ComputeMarketplace.
+    /// List the machines on ComputeMarketplace (specs, price, status), filtered.
     List(MarketListArgs),
+    /// Rent the N cheapest available machines matching the filters as one cluster, in one
+    /// transaction (price x hours each is approved and paid into escrow); prints the cluster
+    /// id, the rental ids and each member's PeerId and multiaddr.
+    Rent(MarketRentArgs),
+    /// End a rental early (as its renter): the unused part is refunded; prints the refund.
+    End(MarketEndArgs),
+    /// Withdraw the rent accrued on your rentals (as their provider): the given ones, or every
+    /// rental of yours with something to withdraw.
+    Withdraw(MarketWithdrawArgs),
+    /// Take a machine of yours off the market (refused while it is rented).
+    Unlist(MarketUnlistArgs),
+}
+
+/// Which machines: `--min-cpus`, `--gpu`, `--max-price`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FilterArgs {
+    /// Only machines with at least this many CPU cores.
+    #[arg(long, value_name = "N")]
+    pub(crate) min_cpus: Option<u32>,
+    /// Only machines with at least one GPU.
+    #[arg(long)]
+    pub(crate) gpu: bool,
+    /// Only machines at most this price per hour, in DUCK (e.g. 2.5).
+    #[arg(long, value_name = "DUCK_PER_HOUR")]
+    pub(crate) max_price: Option<String>,
 }
 
 /// `quackmesh market list`
@@ -148,10 +173,66 @@ pub(crate) enum MarketCommand {
 pub(crate) struct MarketListArgs {
     #[command(flatten)]
     pub(crate) net: NetworkArgs,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
     /// Include unlisted machines.
     #[arg(long)]
     pub(crate) all: bool,
+    /// Only machines that can be rented now (listed, not rented).
+    #[arg(long)]
+    pub(crate) available: bool,
+    /// Print as JSON (amounts in base units, as decimal text).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `quackmesh market rent`
+#[derive(Debug, Args)]
+pub(crate) struct MarketRentArgs {
+    #[command(flatten)]
+    pub(crate) wallet: WalletArgs,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// How many machines.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) machines: usize,
+    /// For how many hours (whole hours, paid up front; end early for a refund).
+    #[arg(long, value_name = "H")]
+    pub(crate) hours: u64,
     /// Print as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `quackmesh market end`
+#[derive(Debug, Args)]
+pub(crate) struct MarketEndArgs {
+    #[command(flatten)]
+    pub(crate) wallet: WalletArgs,
+    /// The rental id.
+    pub(crate) rental: u64,
+    /// Print as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `quackmesh market withdraw`
+#[derive(Debug, Args)]
+pub(crate) struct MarketWithdrawArgs {
+    #[command(flatten)]
+    pub(crate) wallet: WalletArgs,
+    /// Rental ids [default: every rental of yours with rent to withdraw].
+    pub(crate) rentals: Vec<u64>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `quackmesh market unlist`
+#[derive(Debug, Args)]
+pub(crate) struct MarketUnlistArgs {
+    #[command(flatten)]
+    pub(crate) wallet: WalletArgs,
+    /// The machine id.
+    pub(crate) machine: u64,
 }

@@ -37,7 +37,8 @@ pub(crate) enum Command {
     /// The node's Ethereum account: address, $DUCK balance, faucet, encrypted keystore.
     #[command(subcommand)]
     Wallet(chain::WalletCommand),
-    /// The compute marketplace: machines for rent.
+    /// The compute marketplace: list machines, rent a cluster, end a rental, withdraw rent,
+    /// unlist a machine.
     #[command(subcommand)]
     Market(chain::MarketCommand),
     /// Trains a model centrally on MNIST-format data, evaluates it and saves safetensors.

@@ -13,14 +13,17 @@ use quackmesh::config::ConfigLayer;
 /// then the --config TOML file, then QUACKMESH_* environment variables (QUACKMESH_DATA_DIR,
 /// QUACKMESH_LISTEN, QUACKMESH_BOOTSTRAP (comma-separated), QUACKMESH_API, QUACKMESH_PROVIDE,
 /// QUACKMESH_CONTRIBUTE, QUACKMESH_COORDINATOR, QUACKMESH_MDNS, QUACKMESH_UPLOAD_RATE,
-/// QUACKMESH_MAX_BLOB_BYTES, QUACKMESH_DATA, QUACKMESH_PRICE, QUACKMESH_NETWORK,
+/// QUACKMESH_MAX_BLOB_BYTES, QUACKMESH_DATA, QUACKMESH_PRICE, QUACKMESH_WITHDRAW_EVERY,
+/// QUACKMESH_UNLIST_ON_EXIT, QUACKMESH_ANNOUNCE, QUACKMESH_NETWORK,
 /// QUACKMESH_RPC_URL, QUACKMESH_DEPLOYMENT, QUACKMESH_NETWORKS, QUACKMESH_PRIVATE_KEY_FILE,
 /// QUACKMESH_KEYSTORE, QUACKMESH_DEV_ACCOUNT), then defaults. The chain key itself comes only
 /// from $QUACKMESH_PRIVATE_KEY, a key file or a keystore, never from flags.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// Offer this machine on the compute marketplace (shown in /api/node; behaviour comes with
-    /// the marketplace).
+    /// Offer this machine on the compute marketplace: list its CPUs, memory and GPUs
+    /// (nvidia-smi) with this node's PeerId and address at --price DUCK an hour (once; a
+    /// restart reuses the listing and updates its address or price), follow its rentals and
+    /// withdraw the rent they accrue every --withdraw-every seconds. Needs the chain settings.
     #[arg(long)]
     pub(crate) provide: bool,
     /// Contribute: train announced jobs on the local --data and earn $DUCK for accepted updates
@@ -60,6 +63,17 @@ pub(crate) struct NodeArgs {
     /// Provider's price per hour, in $DUCK (e.g. 2.5).
     #[arg(long, value_name = "DUCK_PER_HOUR")]
     pub(crate) price: Option<String>,
+    /// Provider: withdraw accrued rent every this many seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) withdraw_every: Option<u64>,
+    /// Provider: unlist the machine when the node shuts down (Ctrl-C or SIGTERM); refused by
+    /// the contract while the machine is rented.
+    #[arg(long)]
+    pub(crate) unlist_on_exit: bool,
+    /// Provider: the multiaddr to list, e.g. /ip4/203.0.113.7/tcp/4001 [default: the first
+    /// listen address that is not 0.0.0.0].
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) announce: Option<Multiaddr>,
     /// Chain network: devnet, duckchain-testnet or duckchain-mainnet. Setting --network,
     /// --rpc-url or --deployment connects the node's roles to the chain.
     #[arg(long, value_name = "NAME")]
@@ -85,8 +99,9 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "INDEX")]
     pub(crate) dev_account: Option<usize>,
     /// TOML file with the same settings (keys: data_dir, listen, bootstrap, api, provide,
-    /// contribute, coordinator, mdns, upload_rate, max_blob_bytes, data, price, network, rpc_url,
-    /// deployment, networks, private_key_file, keystore, dev_account).
+    /// contribute, coordinator, mdns, upload_rate, max_blob_bytes, data, price, withdraw_every,
+    /// unlist_on_exit, announce, network, rpc_url, deployment, networks, private_key_file,
+    /// keystore, dev_account).
     #[arg(long, value_name = "FILE", env = "QUACKMESH_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -116,6 +131,9 @@ impl NodeArgs {
             dev_account: self.dev_account,
             data: self.data.clone(),
             price: self.price.clone(),
+            withdraw_every: self.withdraw_every,
+            unlist_on_exit: flag(self.unlist_on_exit),
+            announce: self.announce.clone(),
         }
     }
 }

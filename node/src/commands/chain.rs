@@ -7,13 +7,15 @@ use quackmesh::chain::config::{format_duck, parse_duck};
 use quackmesh::chain::deploy::{DeployOptions, deploy};
 use quackmesh::chain::keys::{self, KeyOptions};
 use quackmesh::chain::{Client, Config, Networks, TxConfig, TxSender};
+use quackmesh::roles::market::{self, MachineFilter, MachineOffer};
 
 use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 
 use crate::cli::chain::{
-    BalanceArgs, ChainCommand, DeployArgs, FaucetArgs, InfoArgs, KeyArgs, MarketCommand,
-    MarketListArgs, NetworkArgs, NewWalletArgs, WalletCommand,
+    BalanceArgs, ChainCommand, DeployArgs, FaucetArgs, FilterArgs, InfoArgs, KeyArgs,
+    MarketCommand, MarketEndArgs, MarketListArgs, MarketRentArgs, MarketUnlistArgs,
+    MarketWithdrawArgs, NetworkArgs, NewWalletArgs, WalletArgs, WalletCommand,
 };
 
 pub(crate) async fn run_chain(cmd: ChainCommand) -> anyhow::Result<()> {
@@ -40,6 +42,10 @@ pub(crate) async fn run_wallet(cmd: WalletCommand) -> anyhow::Result<()> {
 pub(crate) async fn run_market(cmd: MarketCommand) -> anyhow::Result<()> {
     match cmd {
         MarketCommand::List(args) => market_list(args).await,
+        MarketCommand::Rent(args) => market_rent(args).await,
+        MarketCommand::End(args) => market_end(args).await,
+        MarketCommand::Withdraw(args) => market_withdraw(args).await,
+        MarketCommand::Unlist(args) => market_unlist(args).await,
     }
 }
 
@@ -248,78 +254,176 @@ fn new_wallet(args: NewWalletArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn machine_filter(f: &FilterArgs) -> anyhow::Result<MachineFilter> {
+    let max_price = match &f.max_price {
+        Some(p) => Some(
+            u128::try_from(parse_duck(p)?).with_context(|| format!("--max-price {p} too large"))?,
+        ),
+        None => None,
+    };
+    Ok(MachineFilter {
+        min_cpus: f.min_cpus,
+        gpu: f.gpu,
+        max_price,
+    })
+}
+
+fn duck(amount: u128) -> String {
+    format_duck(U256::from(amount))
+}
+
+/// A client signing with the wallet args' key.
+async fn signing_client(w: &WalletArgs, op: &str) -> anyhow::Result<Client> {
+    let cfg = config(&w.net)?;
+    let signer = require_signer(&w.key, &cfg, op)?;
+    Ok(Client::connect(&cfg, Some(signer), None).await?)
+}
+
 async fn market_list(args: MarketListArgs) -> anyhow::Result<()> {
     let cfg = config(&args.net)?;
+    let filter = machine_filter(&args.filter)?;
     let client = Client::connect(&cfg, None, None).await?;
-    let mut rows = Vec::new();
-    for (id, m) in client.machines().await? {
-        if !m.listed && !args.all {
-            continue;
-        }
-        let rented =
-            m.lastRentalId != U256::ZERO && client.is_rental_active(m.lastRentalId).await?;
-        rows.push((id, m, rented));
-    }
+    let all = market::offers(&client).await?;
+    let rows: Vec<&MachineOffer> = market::filter(&all, &filter, args.available)
+        .into_iter()
+        .filter(|m| m.listed || args.all)
+        .collect();
     if args.json {
-        let list: Vec<_> = rows
-            .iter()
-            .map(|(id, m, rented)| {
-                serde_json::json!({
-                    "machine_id": id.to_string(),
-                    "provider": m.provider,
-                    "price_per_hour_duck": format_duck(m.pricePerHour),
-                    "listed": m.listed,
-                    "rented": rented,
-                    "cpu_cores": m.specs.cpuCores,
-                    "ram_mb": m.specs.ramMb,
-                    "gpu_model": m.specs.gpuModel,
-                    "gpu_count": m.specs.gpuCount,
-                    "peer_id": peer_id_text(&m.specs.peerId),
-                    "multiaddr": m.specs.multiaddr,
-                })
-            })
-            .collect();
+        // Amounts in base units (decimal text), plus the price in DUCK for people.
+        let mut list = Vec::with_capacity(rows.len());
+        for m in &rows {
+            let mut v = serde_json::to_value(m)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("price_per_hour_duck".into(), duck(m.price_per_hour).into());
+            }
+            list.push(v);
+        }
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no machines listed on {}", cfg.network.name);
+        println!("no machines match on {}", cfg.network.name);
         return Ok(());
     }
     println!(
-        "{:>4}  {:>12}  {:>5}  {:>8}  {:<14}  {:<9}  {:<42}  multiaddr / peer id",
+        "{:>4}  {:>12}  {:>5}  {:>8}  {:<24}  {:<9}  {:<42}  multiaddr / peer id",
         "id", "DUCK/hour", "cpus", "ram MiB", "gpu", "status", "provider"
     );
-    for (id, m, rented) in rows {
-        let gpu = if m.specs.gpuCount == 0 {
+    for m in rows {
+        let gpu = if m.gpu_count == 0 {
             "-".to_owned()
         } else {
-            format!("{}x {}", m.specs.gpuCount, m.specs.gpuModel)
+            format!("{}x {}", m.gpu_count, m.gpu_model)
         };
-        let status = match (m.listed, rented) {
+        let status = match (m.listed, m.rented) {
             (_, true) => "rented",
             (true, false) => "available",
             (false, false) => "unlisted",
         };
         println!(
-            "{:>4}  {:>12}  {:>5}  {:>8}  {:<14}  {:<9}  {:<42}  {} / {}",
-            id.to_string(),
-            format_duck(m.pricePerHour),
-            m.specs.cpuCores,
-            m.specs.ramMb,
+            "{:>4}  {:>12}  {:>5}  {:>8}  {:<24}  {:<9}  {:<42}  {} / {}",
+            m.machine_id,
+            duck(m.price_per_hour),
+            m.cpu_cores,
+            m.ram_mb,
             gpu,
             status,
-            m.provider.to_string(),
-            m.specs.multiaddr,
-            peer_id_text(&m.specs.peerId)
+            m.provider,
+            m.multiaddr,
+            m.peer_id
         );
     }
     Ok(())
 }
 
-/// A PeerId in its usual base58 form, or hex when the bytes are not a PeerId.
-fn peer_id_text(bytes: &[u8]) -> String {
-    libp2p::PeerId::from_bytes(bytes)
-        .map(|p| p.to_string())
-        .unwrap_or_else(|_| format!("0x{}", hex::encode(bytes)))
+async fn market_rent(args: MarketRentArgs) -> anyhow::Result<()> {
+    let filter = machine_filter(&args.filter)?;
+    let client = signing_client(&args.wallet, "market rent").await?;
+    let rented = market::rent(&client, args.machines, args.hours, &filter).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rented)?);
+        return Ok(());
+    }
+    println!(
+        "cluster {} rented for {} hour(s): {} DUCK in escrow (tx {})",
+        rented.cluster_id,
+        rented.hours,
+        duck(rented.cost),
+        rented.tx_hash
+    );
+    println!(
+        "{:>6}  {:>7}  {:>12}  {:<52}  multiaddr",
+        "rental", "machine", "DUCK/hour", "peer id"
+    );
+    for m in &rented.members {
+        println!(
+            "{:>6}  {:>7}  {:>12}  {:<52}  {}",
+            m.rental_id,
+            m.machine_id,
+            duck(m.price_per_hour),
+            m.peer_id,
+            m.multiaddr
+        );
+    }
+    Ok(())
+}
+
+async fn market_end(args: MarketEndArgs) -> anyhow::Result<()> {
+    let client = signing_client(&args.wallet, "market end").await?;
+    let sent = client.end_rental(U256::from(args.rental)).await?;
+    if args.json {
+        let v = serde_json::json!({
+            "rental_id": args.rental,
+            "refund": sent.value.to_string(),
+            "tx_hash": format!("{:#x}", sent.tx_hash()),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "rental {} ended; refunded {} DUCK (tx {})",
+            args.rental,
+            format_duck(sent.value),
+            sent.tx_hash()
+        );
+    }
+    Ok(())
+}
+
+async fn market_withdraw(args: MarketWithdrawArgs) -> anyhow::Result<()> {
+    let client = signing_client(&args.wallet, "market withdraw").await?;
+    let me = client.address().context("no signing address")?;
+    let rentals = if args.rentals.is_empty() {
+        market::withdrawable_rentals(&client, me).await?
+    } else {
+        args.rentals.clone()
+    };
+    let withdrawn = if rentals.is_empty() {
+        None
+    } else {
+        quackmesh::roles::provider::withdraw_accrued(&client, &rentals).await?
+    };
+    let amount = withdrawn.unwrap_or(U256::ZERO);
+    if args.json {
+        let v = serde_json::json!({
+            "rentals": rentals,
+            "withdrawn": amount.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if withdrawn.is_none() {
+        println!("nothing to withdraw");
+    } else {
+        println!(
+            "withdrew {} DUCK from rental(s) {:?}",
+            format_duck(amount),
+            rentals
+        );
+    }
+    Ok(())
+}
+
+async fn market_unlist(args: MarketUnlistArgs) -> anyhow::Result<()> {
+    let client = signing_client(&args.wallet, "market unlist").await?;
+    let sent = client.unlist_machine(U256::from(args.machine)).await?;
+    println!("machine {} unlisted (tx {})", args.machine, sent.tx_hash());
+    Ok(())
 }

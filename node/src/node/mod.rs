@@ -36,7 +36,10 @@ use crate::{
         topics::Topic,
     },
     metrics::Metrics,
-    roles::runtime::{RoleContext, RolesConfig, RolesHandle},
+    roles::{
+        provider::{ProviderConfig, UNLIST_TIMEOUT},
+        runtime::{Command, RoleContext, RolesConfig, RolesHandle},
+    },
     store::{Db, StoreError},
 };
 
@@ -168,6 +171,11 @@ impl NodeBuilder {
         with_roles: bool,
     ) -> Result<(NodeHandle, Option<mpsc::Receiver<Event>>), NodeError> {
         let config = self.config;
+        if with_roles && config.roles.provide && config.chain.is_none() {
+            return Err(NodeError::Roles(
+                "--provide needs the chain: set --network, --rpc-url or --deployment".into(),
+            ));
+        }
         let db = Db::open_dir(&config.data_dir)?;
         let keypair = identity::load_or_create(&config.data_dir)?;
         let peer_id = keypair.public().to_peer_id();
@@ -207,12 +215,17 @@ impl NodeBuilder {
             let Some(ev) = events.take() else {
                 return Err(NodeError::Roles("event stream already taken".into()));
             };
-            let started = start_roles(&config, &settings, &client, &db, ev).await?;
+            let started = start_roles(&config, &settings, &client, &db, &listen_addrs, ev).await?;
             router = router.merge(api::jobs::router(api::jobs::JobsState {
                 mesh: client.clone(),
                 db: db.clone(),
                 chain: started.chain.clone(),
                 roles: started.roles.clone(),
+            }));
+            router = router.merge(api::market::router(api::market::MarketState {
+                db: db.clone(),
+                chain: started.chain.clone(),
+                providing: config.roles.provide,
             }));
             tasks.extend(started.tasks);
             chain_client = Some(started.chain);
@@ -271,8 +284,14 @@ async fn start_roles(
     settings: &ChainSettings,
     client: &Client,
     db: &Db,
+    listen_addrs: &[Multiaddr],
     events: mpsc::Receiver<Event>,
 ) -> Result<StartedRoles, NodeError> {
+    let provider = if config.roles.provide {
+        Some(provider_config(config, listen_addrs)?)
+    } else {
+        None
+    };
     let chain_err = |e: chain::Error| NodeError::Chain(e.to_string());
     let networks = match &settings.networks {
         Some(path) => chain::Networks::load(path).map_err(chain_err)?,
@@ -316,6 +335,7 @@ async fn start_roles(
         config: RolesConfig {
             roles: config.roles,
             contribute_data: config.contribute_data.clone(),
+            provider,
             ..RolesConfig::default()
         },
     };
@@ -326,6 +346,62 @@ async fn start_roles(
         roles,
         tasks: vec![watcher, actor],
     })
+}
+
+/// The provider's settings: the price parsed, the multiaddr to list chosen.
+fn provider_config(
+    config: &NodeConfig,
+    listen_addrs: &[Multiaddr],
+) -> Result<ProviderConfig, NodeError> {
+    let roles_err = |m: String| NodeError::Roles(m);
+    let price = config
+        .price
+        .as_deref()
+        .ok_or_else(|| roles_err("--provide needs --price DUCK_PER_HOUR".into()))?;
+    let wei = chain::config::parse_duck(price).map_err(|e| roles_err(e.to_string()))?;
+    let price_per_hour = u128::try_from(wei)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| roles_err(format!("--price {price}: must be above 0")))?;
+    let multiaddr = match &config.provider.announce {
+        Some(a) => a.clone(),
+        None => listed_addr(listen_addrs).ok_or_else(|| {
+            roles_err(
+                "no listen address to list on the marketplace: listen on a concrete address \
+                 or pass --announce MULTIADDR"
+                    .into(),
+            )
+        })?,
+    };
+    Ok(ProviderConfig {
+        price_per_hour,
+        multiaddr: multiaddr.to_string(),
+        withdraw_every: Duration::from_secs(config.provider.withdraw_every_secs),
+        unlist_on_exit: config.provider.unlist_on_exit,
+    })
+}
+
+/// The listen address a provider lists: the first that is not unspecified (0.0.0.0, ::),
+/// TCP preferred; without a `/p2p` suffix (the PeerId is listed beside it).
+fn listed_addr(listen_addrs: &[Multiaddr]) -> Option<Multiaddr> {
+    let concrete = |a: &&Multiaddr| {
+        !a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_unspecified(),
+            Protocol::Ip6(ip) => ip.is_unspecified(),
+            _ => false,
+        })
+    };
+    let is_tcp = |a: &&Multiaddr| a.iter().any(|p| matches!(p, Protocol::Tcp(_)));
+    let pick = listen_addrs
+        .iter()
+        .filter(concrete)
+        .find(is_tcp)
+        .or_else(|| listen_addrs.iter().find(concrete))?;
+    let mut addr = pick.clone();
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    Some(addr)
 }
 
 /// Tells the mesh where remembered and bootstrap peers are (before `start` returns, so that a
@@ -443,6 +519,21 @@ impl NodeHandle {
     /// Stops the API, the fetches and the mesh (closing all connections), then waits for the
     /// tasks to end. Everything acknowledged is already on disk.
     pub async fn shutdown(mut self) {
+        if let Some(roles) = &self.roles {
+            // The roles' exit work first (a provider's unlisting), while the chain is reachable.
+            let (reply, done) = oneshot::channel();
+            let exit = async {
+                if roles.send(Command::Shutdown { reply }).await {
+                    let _ = done.await;
+                }
+            };
+            if tokio::time::timeout(UNLIST_TIMEOUT + SHUTDOWN_WAIT, exit)
+                .await
+                .is_err()
+            {
+                tracing::warn!(target: "node", "the roles' exit work timed out");
+            }
+        }
         if let Some(stop) = self.api_stop.take() {
             let _ = stop.send(());
         }
@@ -454,5 +545,34 @@ impl NodeHandle {
             }
         }
         tracing::info!(target: "node", peer_id = %self.peer_id, "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn listed_addr_prefers_a_concrete_tcp_address_without_p2p() {
+        let peer = PeerId::random();
+        let list = addrs(&[
+            "/ip4/0.0.0.0/tcp/4001",
+            "/ip4/127.0.0.1/udp/4002/quic-v1",
+            &format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}"),
+        ]);
+        assert_eq!(
+            listed_addr(&list),
+            Some("/ip4/127.0.0.1/tcp/4001".parse().unwrap())
+        );
+        let quic_only = addrs(&["/ip6/::/tcp/1", "/ip4/10.0.0.2/udp/4002/quic-v1"]);
+        assert_eq!(
+            listed_addr(&quic_only),
+            Some("/ip4/10.0.0.2/udp/4002/quic-v1".parse().unwrap())
+        );
+        assert_eq!(listed_addr(&addrs(&["/ip4/0.0.0.0/tcp/1"])), None);
     }
 }

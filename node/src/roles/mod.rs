@@ -1,5 +1,10 @@
 //! The participants' logic: coordinator election, the round state machine, and the drivers that
 //! connect them to the mesh, the chain and the learning engine.
+//!
+//! Compute rental: [`rental`] is the provider's pure state (its listing, its rentals with
+//! renters and clusters, withdrawals, the escrow maths), [`provider`] drives it inside the
+//! [`runtime`] actor, [`machine`] detects the specs listed, and [`market`] is the renter's side
+//! (filter, pick the cheapest, rent a cluster) used by the `quackmesh market` CLI and the API.
 
 pub mod blobs;
 pub mod contributor;
@@ -7,7 +12,11 @@ pub mod coordinator;
 pub mod election;
 pub mod job;
 pub mod jobs;
+pub mod machine;
+pub mod market;
 pub mod participation;
+pub mod provider;
+pub mod rental;
 pub mod requester;
 pub mod round;
 pub mod runtime;

@@ -44,7 +44,7 @@ use crate::{
     store::{Db, Tree},
 };
 
-use super::{contributor::ContributorState, coordinator::Leader};
+use super::{contributor::ContributorState, coordinator::Leader, provider::ProviderRole};
 
 /// How often the actor ticks (round deadlines, heartbeats, elections, retries).
 pub const TICK_MS: u64 = 250;
@@ -92,6 +92,8 @@ pub struct RolesConfig {
     pub heartbeat_ms: u64,
     /// The requester finishes its completed jobs (refund) when their claim window passes.
     pub auto_finish: bool,
+    /// The provider's settings (with `roles.provide`).
+    pub provider: Option<super::provider::ProviderConfig>,
 }
 
 impl Default for RolesConfig {
@@ -102,6 +104,7 @@ impl Default for RolesConfig {
             liveness_ms: DEFAULT_LIVENESS_MS,
             heartbeat_ms: HEARTBEAT_MS,
             auto_finish: true,
+            provider: None,
         }
     }
 }
@@ -149,6 +152,12 @@ pub enum Command {
         /// The job.
         job_id: u64,
     },
+    /// The node is shutting down: do what the roles do on exit (the provider unlists when
+    /// configured to); `reply` answers once done.
+    Shutdown {
+        /// Answered when the exit work is done.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A cloneable handle to the roles' actor.
@@ -188,6 +197,8 @@ pub(crate) enum Done {
     Finished(u64, Result<String, String>),
     /// This node's coordinator registration (on start).
     Registered(Result<(), String>),
+    /// Provider completions.
+    Provider(super::provider::ProvDone),
 }
 
 /// A job's decoded spec and, where needed, its validation set.
@@ -227,6 +238,7 @@ pub(crate) struct Runtime {
     pub(crate) subscribed: HashSet<Topic>,
     pub(crate) last_heartbeat_ms: u64,
     pub(crate) pending_announce: VecDeque<u64>,
+    pub(crate) provider: Option<ProviderRole>,
 }
 
 /// Milliseconds since the epoch.
@@ -258,6 +270,18 @@ pub fn spawn(
         }
         _ => None,
     };
+    let provider = match &ctx.config.provider {
+        Some(cfg) if ctx.config.roles.provide => Some(ProviderRole::open(
+            &ctx.db,
+            ctx.chain.deployment(),
+            ctx.eth(),
+            cfg.clone(),
+        )?),
+        None if ctx.config.roles.provide => {
+            return Err(RolesError::Config("--provide needs --price".into()));
+        }
+        _ => None,
+    };
     let jobs: BTreeMap<u64, JobRecord> = ctx
         .db
         .scan(JOBS, b"")?
@@ -282,6 +306,7 @@ pub fn spawn(
         subscribed: HashSet::new(),
         last_heartbeat_ms: 0,
         pending_announce: VecDeque::new(),
+        provider,
     };
     let task = tokio::spawn(async move { rt.run(events, chain_events, cmd_rx, done_rx).await });
     Ok((RolesHandle { tx: cmd_tx }, task))
@@ -326,6 +351,7 @@ impl Runtime {
         if self.ctx.config.roles.coordinator {
             self.ensure_registered();
         }
+        self.provider_start();
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut chain_open = true;
@@ -503,7 +529,9 @@ impl Runtime {
     }
 
     /// Marketplace and inference events (the compute-rental roles).
-    fn on_market_event(&mut self, _ev: &WatchedEvent) {}
+    fn on_market_event(&mut self, ev: &WatchedEvent) {
+        self.provider_on_event(ev);
+    }
 
     fn log_event(&self, ev: &WatchedEvent) {
         let entry = describe(ev);
@@ -614,6 +642,7 @@ impl Runtime {
                 }
                 self.pending_announce.push_back(job_id);
             }
+            Command::Shutdown { reply } => self.provider_on_exit(reply),
         }
     }
 
@@ -656,6 +685,7 @@ impl Runtime {
                     tracing::warn!(target: "roles::requester", job_id, error = %e, "finishJob failed; will retry")
                 }
             },
+            Done::Provider(d) => self.on_provider_done(d),
             Done::Registered(r) => {
                 self.registering = false;
                 match r {
@@ -686,6 +716,7 @@ impl Runtime {
         if self.ctx.config.auto_finish {
             self.requester_tick(now);
         }
+        self.provider_tick(now);
     }
 
     fn announce_job(&self, job_id: u64) {

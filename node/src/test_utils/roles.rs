@@ -70,7 +70,10 @@ impl Federation {
     pub async fn fresh_key(&self, name: &str) -> PathBuf {
         let signer = alloy::signers::local::PrivateKeySigner::random();
         self.devnet
-            .set_eth_balance(signer.address(), alloy::primitives::U256::from(10u128.pow(20)))
+            .set_eth_balance(
+                signer.address(),
+                alloy::primitives::U256::from(10u128.pow(20)),
+            )
             .await
             .expect("fund the key");
         let path = self.dir.path().join(format!("{name}.key"));

@@ -6,3 +6,4 @@ mod chain;
 mod federated;
 mod learn;
 mod mesh;
+mod rental;
