@@ -247,6 +247,9 @@ async fn corrupted_holder_is_dropped_and_fetch_completes_from_others() {
         corrupt_chunk(&bad.handle.db, &id, i);
     }
     let fetcher = TestNode::start(&boot).await;
+    // Hinted holders are asked first, before any DHT lookup: be connected to both, as a
+    // coordinator is to the contributors that offer it updates.
+    fetcher.handle.client.dial(bad.addr()).await.unwrap();
     let opts = FetchOptions {
         hints: vec![bad.peer_id(), origin.peer_id()],
         ..FetchOptions::default()
