@@ -3,8 +3,10 @@
 #
 #   1. sets up what is missing (scripts/setup.sh) and fetches real MNIST (scripts/fetch-mnist.sh);
 #   2. starts a local DuckChain devnet (anvil, chain id 31337) and deploys the contracts;
-#   3. starts a bootstrap node, 2 coordinator-eligible nodes and N contributors, each with its
-#      own IID shard of the MNIST training set (the data never leaves its node), and a requester;
+#   3. starts a bootstrap node, 2 coordinator-eligible nodes, 3 providers that list their
+#      machines on ComputeMarketplace, and N contributors, each with its own IID shard of the
+#      MNIST training set (the data never leaves its node); rents the 3 providers as a cluster
+#      (one rentCluster transaction; the providers withdraw the accruing rent every 5 s);
 #   4. the requester submits a training job (POST /api/job through `quackmesh job submit`): the
 #      reward pool goes into escrow on chain, a coordinator is elected and claims the job;
 #   5. shows the global accuracy round by round and the $DUCK rewards arriving on chain;
@@ -12,7 +14,7 @@
 #      and stops everything it started (also on Ctrl-C).
 #
 # Usage: scripts/demo.sh [--contributors N] [--rounds R] [--keep]
-#   --contributors N  contributor nodes, 1-7 (default 2)
+#   --contributors N  contributor nodes, 1-4 (default 2)
 #   --rounds R        rounds of federated training (default 5)
 #   --keep            keep the run directory (logs, data dirs) instead of deleting it
 # Everything listens on 127.0.0.1 only.
@@ -32,8 +34,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-if ! [[ "$contributors" =~ ^[1-7]$ ]]; then
-  echo "demo.sh: --contributors must be 1..7 (anvil's funded accounts 3..9)" >&2; exit 2
+if ! [[ "$contributors" =~ ^[1-4]$ ]]; then
+  echo "demo.sh: --contributors must be 1..4 (anvil's funded accounts 3..6)" >&2; exit 2
 fi
 if ! [[ "$rounds" =~ ^[0-9]+$ ]] || (( rounds < 1 || rounds > 100 )); then
   echo "demo.sh: --rounds must be 1..100" >&2; exit 2
@@ -113,6 +115,25 @@ for i in $(seq 1 "$contributors"); do
   node_api["contributor-$i"]=$api
 done
 say "$contributors contributors up"
+
+prices=(1 1.5 2)
+for i in 1 2 3; do
+  start_node "provider-$i" --bootstrap "$boot" --provide --price "${prices[$((i - 1))]}" \
+    --withdraw-every 5 "${chain[@]}" --dev-account $((i + 6))
+  node_api["provider-$i"]=$api
+done
+listed=0
+for _ in $(seq 1 100); do
+  listed=$("$bin" market list "${chain[@]}" --available --json --log warn 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
+  (( listed >= 3 )) && break
+  sleep 0.2
+done
+(( listed >= 3 )) || { echo "demo.sh: the providers did not list their machines" >&2; exit 1; }
+say "3 providers listed their machines:"
+"$bin" market list "${chain[@]}" --available --log warn | sed 's/^/    /'
+say "renting all 3 for 1 hour as one cluster (rentCluster)"
+"$bin" market rent "${chain[@]}" --dev-account 0 --machines 3 --hours 1 --log warn | sed 's/^/    /'
 start_node requester --bootstrap "$boot" "${chain[@]}" --dev-account 0
 node_api[requester]=$api
 req=$api
@@ -155,7 +176,7 @@ echo
 say "summary"
 echo "accuracy per round (10k real MNIST test images):"
 json "'\n'.join(f'  round {r[\"round\"]}: {r[\"accuracy_bps\"]/100:.2f}%' for r in d['rounds_done'])" <<<"$rec"
-echo "\$DUCK per participant (on chain, after - before):"
+echo "\$DUCK per participant since the job was submitted (on chain):"
 for n in $(printf '%s\n' "${!node_api[@]}" | sort); do
   after=$(balance "${node_api[$n]}")
   python3 -c "print(f'  {\"$n\":<16} {float(\"$after\")-float(\"${before[$n]}\"):+.4f} DUCK')"
