@@ -13,10 +13,11 @@
 #   6. prints a summary (accuracy per round, $DUCK earned per participant, transactions, time)
 #      and stops everything it started (also on Ctrl-C).
 #
-# Usage: scripts/demo.sh [--contributors N] [--rounds R] [--keep]
+# Usage: scripts/demo.sh [--contributors N] [--rounds R] [--keep] [--stay]
 #   --contributors N  contributor nodes, 1-4 (default 2)
 #   --rounds R        rounds of federated training (default 5)
 #   --keep            keep the run directory (logs, data dirs) instead of deleting it
+#   --stay            keep the network running after the summary (browse the dashboard) until Ctrl-C
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
@@ -25,12 +26,14 @@ cd "$root"
 contributors=2
 rounds=5
 keep=0
+stay=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --contributors) contributors="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --stay) stay=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -189,4 +192,8 @@ echo "transactions with QuackMesh events: $txs"
 check=$("$bin" eval --weights "$run/global.safetensors" --data data/mnist --split test --log warn | tail -1)
 echo "global model fetched from the mesh and evaluated on its own: $check"
 echo "time taken: $(( $(date +%s) - started )) s"
-echo "requester API: $req (GET /api/jobs, /api/job/$job, /api/transactions, /metrics)"
+echo "dashboard: $req/ (API: /api/jobs, /api/job/$job, /api/market, /api/transactions, /metrics)"
+if [[ $stay -eq 1 ]]; then
+  say "the network keeps running; Ctrl-C stops it"
+  while :; do sleep 1; done
+fi

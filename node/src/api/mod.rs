@@ -68,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/blob", post(blob::put))
         .layer(DefaultBodyLimit::max(upload_limit));
     let rest = Router::new()
+        .route("/", get(dashboard))
         .route("/api/node", get(node::info))
         .route("/metrics", get(node::metrics))
         .route("/api/blobs", get(blob::list))
@@ -77,6 +78,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/blob/{id}/access", put(blob::set_access))
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES));
     uploads.merge(rest).with_state(state)
+}
+
+/// The dashboard page (`GET /`): one self-contained HTML file that polls this node's API (no
+/// external scripts or fonts, so it works offline and leaks nothing to third parties).
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD_HTML)
 }
 
 /// Why a request failed.
@@ -160,6 +169,26 @@ pub(crate) async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'stat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_is_self_contained_and_uses_the_api() {
+        // Nothing loaded from elsewhere: every URL the page names is one of this node's routes.
+        for needle in ["http://", "https://", "<link", "src="] {
+            let allowed =
+                needle == "http://" && DASHBOARD_HTML.contains("http://www.w3.org/2000/svg");
+            let count = DASHBOARD_HTML.matches(needle).count();
+            assert!(
+                count == 0 || (allowed && count == 1),
+                "dashboard references {needle}"
+            );
+        }
+        for route in ["/api/node", "/api/jobs", "/api/market", "/api/transactions"] {
+            assert!(
+                DASHBOARD_HTML.contains(route),
+                "dashboard does not poll {route}"
+            );
+        }
+    }
 
     #[test]
     fn errors_map_to_status_codes() {

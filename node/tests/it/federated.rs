@@ -104,6 +104,15 @@ async fn five_round_job_on_full_mnist_reaches_95_percent_and_pays() {
     );
     assert_eq!(chain.balance(addr(5)).await.unwrap(), before[2] - total);
 
+    // Every node serves the dashboard page, which reads these same records from the API.
+    let page = reqwest::get(format!("{}/", r.api_url)).await.unwrap();
+    assert!(page.status().is_success());
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/api/jobs") && html.contains("<svg"),
+        "dashboard page"
+    );
+
     // Raw data never left the contributor: it holds only what it fetched (spec, global models)
     // and its own updates, and it published no gossip at all.
     let mut allowed: HashSet<Hash32> = [job.spec, job.model].into_iter().collect();
