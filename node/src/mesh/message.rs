@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     cbor::{self, CodecError},
-    roles::wire::{Heartbeat, JobAnnouncement, RoundHeadMsg, UpdateOffer, UpdateVerdict},
+    roles::wire::{
+        Heartbeat, JobAnnouncement, RenterClaim, RoundHeadMsg, UpdateOffer, UpdateVerdict,
+    },
 };
 
 /// Version of the gossip envelope.
@@ -180,6 +182,8 @@ pub enum GossipBody {
     JobAnnounced(JobAnnouncement),
     /// A job's round head from its coordinator (`quackmesh/1/job/<id>`).
     RoundHead(RoundHeadMsg),
+    /// A renter's node names itself for a cluster (`quackmesh/1/coordinators`).
+    RenterClaim(RenterClaim),
 }
 
 impl GossipBody {
@@ -192,6 +196,7 @@ impl GossipBody {
             Self::Note { .. } | Self::JobAnnounced(_) => Ok(()),
             Self::Heartbeat(h) => h.validate(),
             Self::RoundHead(h) => h.validate(),
+            Self::RenterClaim(c) => c.validate(),
         }
     }
 
