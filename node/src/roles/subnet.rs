@@ -6,7 +6,8 @@
 //! or relayed by anyone else and refuses to publish for a node that left. Blobs shared with a
 //! cluster (the spec and validation set of a job naming it, or one shared through the API) get
 //! the same list as their access list ([`Client::set_blob_access`]). Clusters are read again
-//! every [`CLUSTER_REFRESH_MS`] while they run, so a rental that expires by chain time drops out.
+//! every [`CLUSTER_REFRESH_MS`] by their members while they run, so a rental that expires by chain
+//! time drops out.
 //!
 //! The renter's PeerId: the chain records only its address. Its own node knows both, so it
 //! adds itself, and gossips a [`RenterClaim`] (its chain key's signature over the PeerId that
@@ -256,9 +257,11 @@ impl Runtime {
             .iter()
             .filter(|(_, e)| !e.loading)
             .filter(|(_, e)| {
+                // Members follow expiry by chain time; others read a cluster again only when
+                // the watcher reports a change.
                 let running = e.facts.as_ref().is_some_and(|f| f.is_active(e.chain_now));
                 let old = now.saturating_sub(e.loaded_ms) >= CLUSTER_REFRESH_MS;
-                old && (e.stale || running)
+                old && (e.stale || (running && e.enforcing))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -401,6 +404,24 @@ impl Runtime {
         {
             let _ = reply.send(false);
         }
+    }
+
+    /// Whether this node is a member of `cluster_id` now.
+    pub(crate) fn cluster_is_member(&self, cluster_id: u64) -> bool {
+        self.clusters
+            .entries
+            .get(&cluster_id)
+            .is_some_and(|e| e.member)
+    }
+
+    /// Whether `peer` is on this member's list of `cluster_id` (`false` when this node keeps
+    /// no list: it is not a member, or has not read the cluster yet).
+    pub(crate) fn cluster_admits(&self, cluster_id: u64, peer: &PeerId) -> bool {
+        self.clusters
+            .entries
+            .get(&cluster_id)
+            .and_then(|e| e.pushed.as_ref())
+            .is_some_and(|m| m.contains(&peer.to_bytes()))
     }
 
     /// This node's view of a cluster subnet.
