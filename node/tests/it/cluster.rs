@@ -2,7 +2,8 @@
 //! rents two of them as a cluster with `quackmesh market rent`; the rented providers and the
 //! renter join `quackmesh/1/cluster/<id>` and hear each other, the third provider's gossip is
 //! rejected (counted on the members) and it cannot fetch a blob shared with the cluster; an
-//! ended rental's provider drops out of the member list.
+//! ended rental's provider drops out of the member list, and once the last rental expires by
+//! chain time the subnet is empty.
 
 use std::{collections::BTreeSet, sync::atomic::Ordering, time::Duration};
 
@@ -260,4 +261,18 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
     })
     .await;
     assert!(mesh_view(&f, &p2, cid).await.member);
+
+    // Past p2's end by chain time the cluster is over: nobody is a member, both leave.
+    f.devnet.increase_time(3 * 3_600).await.unwrap();
+    for p in [&renter, &p2] {
+        wait_for("expired by chain time", Duration::from_secs(60), || async {
+            let v = mesh_view(&f, p, cid).await;
+            (!v.member && v.members.is_empty()).then_some(())
+        })
+        .await;
+        wait_for("left the topic", Duration::from_secs(30), || async {
+            (!topics(&f, p).await.contains(&topic)).then_some(())
+        })
+        .await;
+    }
 }
