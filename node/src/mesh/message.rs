@@ -303,6 +303,24 @@ mod tests {
     }
 
     #[test]
+    fn renter_claim_round_trip_and_bad_signature_length_rejected() {
+        let claim = RenterClaim {
+            chain_id: 31337,
+            cluster_id: 2,
+            eth: [5; 20],
+            signature: vec![1; 65],
+            sent_ms: 7,
+        };
+        let m = GossipBody::RenterClaim(claim.clone());
+        assert_eq!(GossipBody::decode(&m.encode().unwrap()).unwrap(), m);
+        let short = GossipBody::RenterClaim(RenterClaim {
+            signature: vec![1; 64],
+            ..claim
+        });
+        assert!(short.encode().is_err());
+    }
+
+    #[test]
     fn rpc_round_trip() {
         for r in [
             RpcResponse::Status(NodeStatus {
