@@ -4,6 +4,12 @@
 //!   it is listed and rented (read from the chain).
 //! - `GET /api/clusters/{id}` (a cluster id): a rented cluster's renter and machines (machine id, rental id,
 //!   provider, PeerId, multiaddr, active), read from the chain.
+//! - `GET /api/clusters/{id}/mesh`: this node's view of the cluster's subnet: whether it is a
+//!   member, the member PeerIds its mesh enforces, and the notes it received on the topic.
+//! - `POST /api/clusters/{id}/notes` (`{"text": ..}`): publishes a note on the cluster topic
+//!   (refused here when this node left the cluster; rejected by members when it never was one).
+//! - `PUT /api/clusters/{id}/blobs/{blob}`: makes a stored blob private to the cluster's
+//!   members on this node, following the member list.
 //! - `GET /api/provider`: this node's listing and the rentals of its machine, with what was
 //!   withdrawn (the provider's stored state), and which are active at the chain's time.
 
@@ -13,16 +19,20 @@ use alloy::primitives::U256;
 use axum::{
     Json, Router,
     extract::{Path, State},
-    routing::get,
+    routing::{get, post, put},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{ApiError, blocking},
     chain,
+    hash::Hash32,
+    mesh::{Client, message::GossipBody, topics::Topic},
     roles::{
         market::{self, MachineOffer, RentedMachine, u128_text},
         provider,
+        runtime::{Command, RolesHandle},
+        subnet::ClusterMeshView,
     },
     store::Db,
 };
@@ -36,6 +46,10 @@ pub struct MarketState {
     pub chain: chain::Client,
     /// Whether this node runs the provider role.
     pub providing: bool,
+    /// The mesh.
+    pub mesh: Client,
+    /// The roles' actor.
+    pub roles: RolesHandle,
 }
 
 /// The marketplace routes.
@@ -43,6 +57,9 @@ pub fn router(state: MarketState) -> Router {
     Router::new()
         .route("/api/market", get(list))
         .route("/api/clusters/{id}", get(cluster))
+        .route("/api/clusters/{id}/mesh", get(cluster_mesh))
+        .route("/api/clusters/{id}/notes", post(cluster_note))
+        .route("/api/clusters/{id}/blobs/{blob}", put(cluster_blob))
         .route("/api/provider", get(provider_view))
         .with_state(Arc::new(state))
 }
@@ -105,6 +122,83 @@ async fn cluster(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no cluster {cluster_id}")))
+}
+
+fn cluster_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a cluster id")))
+}
+
+fn stopped() -> ApiError {
+    ApiError::Internal("the roles have stopped".into())
+}
+
+async fn cluster_mesh(
+    State(s): State<Arc<MarketState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ClusterMeshView>, ApiError> {
+    let cluster_id = cluster_id(&id)?;
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if !s
+        .roles
+        .send(Command::ClusterMesh { cluster_id, reply })
+        .await
+    {
+        return Err(stopped());
+    }
+    rx.await
+        .map_err(|_| stopped())?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("cluster {cluster_id} not followed here")))
+}
+
+/// Body of `POST /api/clusters/{id}/notes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoteBody {
+    /// The note.
+    pub text: String,
+}
+
+async fn cluster_note(
+    State(s): State<Arc<MarketState>>,
+    Path(id): Path<String>,
+    Json(body): Json<NoteBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topic =
+        Topic::cluster(cluster_id(&id)?).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let message_id = s
+        .mesh
+        .publish(&topic, &GossipBody::Note { text: body.text })
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "message_id": message_id.to_string() }),
+    ))
+}
+
+async fn cluster_blob(
+    State(s): State<Arc<MarketState>>,
+    Path((id, blob)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cluster_id = cluster_id(&id)?;
+    let blob: Hash32 = blob
+        .parse()
+        .map_err(|e: <Hash32 as std::str::FromStr>::Err| ApiError::BadRequest(e.to_string()))?;
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let cmd = Command::ShareBlob {
+        cluster_id,
+        blob,
+        reply,
+    };
+    if !s.roles.send(cmd).await {
+        return Err(stopped());
+    }
+    if rx.await.map_err(|_| stopped())? {
+        Ok(Json(serde_json::json!({ "shared": true })))
+    } else {
+        Err(ApiError::NotFound(format!(
+            "this node is not a member of cluster {cluster_id}"
+        )))
+    }
 }
 
 /// The listing in `GET /api/provider`.

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     cbor::{self, CodecError},
-    roles::wire::{Heartbeat, JobAnnouncement, RoundHeadMsg, UpdateOffer, UpdateVerdict},
+    roles::wire::{
+        Heartbeat, JobAnnouncement, RenterClaim, RoundHeadMsg, UpdateOffer, UpdateVerdict,
+    },
 };
 
 /// Version of the gossip envelope.
@@ -180,6 +182,8 @@ pub enum GossipBody {
     JobAnnounced(JobAnnouncement),
     /// A job's round head from its coordinator (`quackmesh/1/job/<id>`).
     RoundHead(RoundHeadMsg),
+    /// A renter's node names itself for a cluster (`quackmesh/1/coordinators`).
+    RenterClaim(RenterClaim),
 }
 
 impl GossipBody {
@@ -192,6 +196,7 @@ impl GossipBody {
             Self::Note { .. } | Self::JobAnnounced(_) => Ok(()),
             Self::Heartbeat(h) => h.validate(),
             Self::RoundHead(h) => h.validate(),
+            Self::RenterClaim(c) => c.validate(),
         }
     }
 
@@ -295,6 +300,24 @@ mod tests {
     fn gossip_round_trip() {
         let m = note("quack");
         assert_eq!(GossipBody::decode(&m.encode().unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn renter_claim_round_trip_and_bad_signature_length_rejected() {
+        let claim = RenterClaim {
+            chain_id: 31337,
+            cluster_id: 2,
+            eth: [5; 20],
+            signature: vec![1; 65],
+            sent_ms: 7,
+        };
+        let m = GossipBody::RenterClaim(claim.clone());
+        assert_eq!(GossipBody::decode(&m.encode().unwrap()).unwrap(), m);
+        let short = GossipBody::RenterClaim(RenterClaim {
+            signature: vec![1; 64],
+            ..claim
+        });
+        assert!(short.encode().is_err());
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct MeshMetrics {
     pub blob_chunks_fetched: Counter,
     /// Failed chunk or bitfield requests, by reason (`bad_data`, `busy`, `transport`, ...).
     pub chunk_fetch_failures: Family<ReasonLabel, Counter>,
-    /// Access-control refusals, by kind (`topic_gossip`, `topic_publish`, `blob`).
+    /// Access-control refusals, by kind (`topic_gossip`, `topic_publish`, `blob`, and
+    /// `cluster_offer` from the roles: an update offered for a cluster job by an outsider).
     pub acl_refusals: Family<KindLabel, Counter>,
     /// Events dropped because the node runtime did not keep up.
     pub events_dropped: Counter,

@@ -226,6 +226,8 @@ impl NodeBuilder {
                 db: db.clone(),
                 chain: started.chain.clone(),
                 providing: config.roles.provide,
+                mesh: client.clone(),
+                roles: started.roles.clone(),
             }));
             tasks.extend(started.tasks);
             chain_client = Some(started.chain);

@@ -137,9 +137,10 @@ impl Runtime {
         })
     }
 
-    /// Whether this node trains for a cluster job (the compute-rental roles decide).
-    pub(crate) fn may_contribute_cluster(&self, _cluster_id: u64) -> bool {
-        false
+    /// Whether this node trains for a cluster job: only as a member of the cluster
+    /// ([`super::subnet`]).
+    pub(crate) fn may_contribute_cluster(&self, cluster_id: u64) -> bool {
+        self.cluster_is_member(cluster_id)
     }
 
     pub(crate) fn contributor_on_head(&mut self, source: PeerId, msg: RoundHeadMsg) {

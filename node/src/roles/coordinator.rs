@@ -523,7 +523,7 @@ impl Runtime {
     /// An update offered to this node (over the mesh, or locally).
     pub(crate) fn on_offer(&mut self, peer: Option<PeerId>, offer: UpdateOffer, waiter: Waiter) {
         let job_id = offer.job_id;
-        let Some(leader) = self.leaders.get_mut(&job_id) else {
+        if !self.leaders.contains_key(&job_id) {
             let reason = match self.jobs.get(&job_id) {
                 Some(r) => format!(
                     "this node does not coordinate job {job_id} (term {} holder {:#x})",
@@ -533,6 +533,23 @@ impl Runtime {
                 None => format!("unknown job {job_id}"),
             };
             reply(&self.ctx.mesh, waiter, UpdateVerdict::rejected(reason));
+            return;
+        }
+        if let Some(p) = peer
+            && let Some(cluster_id) = self
+                .jobs
+                .get(&job_id)
+                .map(|r| r.cluster_id)
+                .filter(|c| *c != 0)
+            && !self.cluster_admits(cluster_id, &p)
+        {
+            self.ctx.mesh.metrics().acl_refusal("cluster_offer");
+            tracing::warn!(target: "mesh::acl", peer_id = %p, job_id, cluster_id, "offer from a peer outside the job's cluster refused");
+            let reason = format!("peer is not a member of cluster {cluster_id}");
+            reply(&self.ctx.mesh, waiter, UpdateVerdict::rejected(reason));
+            return;
+        }
+        let Some(leader) = self.leaders.get_mut(&job_id) else {
             return;
         };
         if let Some(p) = peer {

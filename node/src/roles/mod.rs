@@ -5,8 +5,11 @@
 //! renters and clusters, withdrawals, the escrow maths), [`provider`] drives it inside the
 //! [`runtime`] actor, [`machine`] detects the specs listed, and [`market`] is the renter's side
 //! (filter, pick the cheapest, rent a cluster) used by the `quackmesh market` CLI and the API.
+//! Cluster subnets: [`cluster`] computes who belongs to a cluster at a chain time (pure),
+//! [`subnet`] keeps the mesh's member lists of the cluster topics up to date.
 
 pub mod blobs;
+pub mod cluster;
 pub mod contributor;
 pub mod coordinator;
 pub mod election;
@@ -20,4 +23,5 @@ pub mod rental;
 pub mod requester;
 pub mod round;
 pub mod runtime;
+pub mod subnet;
 pub mod wire;

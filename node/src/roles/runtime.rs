@@ -158,6 +158,23 @@ pub enum Command {
         /// Answered when the exit work is done.
         reply: oneshot::Sender<()>,
     },
+    /// This node's view of a cluster subnet (`None`: not followed).
+    ClusterMesh {
+        /// The cluster.
+        cluster_id: u64,
+        /// The view.
+        reply: oneshot::Sender<Option<super::subnet::ClusterMeshView>>,
+    },
+    /// Shares a blob with a cluster's members: it becomes private to them on this node, and
+    /// follows the member list (`true` once applied; `false`: this node is not a member).
+    ShareBlob {
+        /// The cluster.
+        cluster_id: u64,
+        /// The blob.
+        blob: Hash32,
+        /// Whether it was shared.
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A cloneable handle to the roles' actor.
@@ -199,6 +216,8 @@ pub(crate) enum Done {
     Registered(Result<(), String>),
     /// Provider completions.
     Provider(super::provider::ProvDone),
+    /// Cluster subnet completions.
+    Subnet(super::subnet::SubnetDone),
 }
 
 /// A job's decoded spec and, where needed, its validation set.
@@ -239,6 +258,7 @@ pub(crate) struct Runtime {
     pub(crate) last_heartbeat_ms: u64,
     pub(crate) pending_announce: VecDeque<u64>,
     pub(crate) provider: Option<ProviderRole>,
+    pub(crate) clusters: super::subnet::Clusters,
 }
 
 /// Milliseconds since the epoch.
@@ -288,6 +308,7 @@ pub fn spawn(
         .into_iter()
         .map(|(_, r)| (r.job_id, r))
         .collect();
+    let (ops_tx, ops_rx) = super::subnet::ops_channel();
     let mut rt = Runtime {
         election: Election::new(key_of(&ctx.peer()), ctx.config.liveness_ms),
         ctx,
@@ -307,7 +328,9 @@ pub fn spawn(
         last_heartbeat_ms: 0,
         pending_announce: VecDeque::new(),
         provider,
+        clusters: super::subnet::Clusters::new(ops_tx),
     };
+    tokio::spawn(super::subnet::apply_ops(rt.ctx.mesh.clone(), ops_rx));
     let task = tokio::spawn(async move { rt.run(events, chain_events, cmd_rx, done_rx).await });
     Ok((RolesHandle { tx: cmd_tx }, task))
 }
@@ -424,7 +447,12 @@ impl Runtime {
     /// Decides whether a gossip message is valid; role state updates happen here too.
     fn judge_gossip(&mut self, topic: &Topic, source: PeerId, body: GossipBody) -> Verdict {
         match (topic, body) {
+            (Topic::Cluster(id), GossipBody::Note { text }) => {
+                self.on_cluster_note(id.as_str(), source, text);
+                Verdict::Accept
+            }
             (_, GossipBody::Note { .. }) => Verdict::Accept,
+            (Topic::Coordinators, GossipBody::RenterClaim(c)) => self.on_renter_claim(source, &c),
             (Topic::Coordinators, GossipBody::Heartbeat(hb)) => self.on_heartbeat(source, &hb),
             (Topic::Jobs, GossipBody::JobAnnounced(a)) => self.on_job_announced(&a),
             (Topic::Job(id), GossipBody::RoundHead(msg)) => {
@@ -492,6 +520,7 @@ impl Runtime {
                 if e.coordinator == self.ctx.eth() {
                     self.registered = true;
                 }
+                self.cluster_recompute_all();
             }
             ChainEvent::CoordinatorUnregistered(e) => {
                 self.coordinators.remove(&e.coordinator);
@@ -531,6 +560,7 @@ impl Runtime {
     /// Marketplace and inference events (the compute-rental roles).
     fn on_market_event(&mut self, ev: &WatchedEvent) {
         self.provider_on_event(ev);
+        self.cluster_on_event(ev);
     }
 
     fn log_event(&self, ev: &WatchedEvent) {
@@ -601,6 +631,9 @@ impl Runtime {
             self.leaders.remove(&job_id);
         }
         self.contributor_on_job_changed(job_id);
+        if self.jobs.get(&job_id).is_some_and(|j| j.cluster_id != 0) {
+            self.cluster_recompute_all();
+        }
     }
 
     /// Starts loading a job's spec (and validation set for coordinators) if not done yet.
@@ -643,6 +676,16 @@ impl Runtime {
                 self.pending_announce.push_back(job_id);
             }
             Command::Shutdown { reply } => self.provider_on_exit(reply),
+            Command::ClusterMesh { cluster_id, reply } => {
+                let _ = reply.send(self.cluster_view(cluster_id));
+            }
+            Command::ShareBlob {
+                cluster_id,
+                blob,
+                reply,
+            } => {
+                self.cluster_share_blob(cluster_id, blob, reply);
+            }
         }
     }
 
@@ -656,8 +699,12 @@ impl Runtime {
                             tracing::info!(target: "roles", job_id, rounds = record.rounds, "training job found");
                             self.save_job(&record);
                             self.activity_ms.insert(job_id, now_ms());
+                            let cluster_id = record.cluster_id;
                             self.jobs.insert(job_id, record);
                             self.job_known(job_id);
+                            if cluster_id != 0 {
+                                self.cluster_recompute_all();
+                            }
                         }
                     }
                     Err(e) => {
@@ -686,6 +733,7 @@ impl Runtime {
                 }
             },
             Done::Provider(d) => self.on_provider_done(d),
+            Done::Subnet(d) => self.on_subnet_done(d),
             Done::Registered(r) => {
                 self.registering = false;
                 match r {
@@ -717,6 +765,7 @@ impl Runtime {
             self.requester_tick(now);
         }
         self.provider_tick(now);
+        self.cluster_tick(now);
     }
 
     fn announce_job(&self, job_id: u64) {

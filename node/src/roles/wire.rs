@@ -26,6 +26,35 @@ pub struct Heartbeat {
     pub sent_ms: u64,
 }
 
+/// A renter's node names itself (topic `quackmesh/1/coordinators`, which every node
+/// follows): `signature` is the renter's chain key's EIP-191 signature over
+/// [`claim_message`](super::cluster::claim_message) of the sending PeerId, so the members of
+/// the cluster admit that PeerId as the renter's. Gossiped while the cluster runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenterClaim {
+    /// The chain.
+    pub chain_id: u64,
+    /// The cluster.
+    pub cluster_id: u64,
+    /// The renter's chain address.
+    pub eth: EthAddress,
+    /// 65-byte signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// Sender's clock (unix ms), not signed: it keeps repeated claims distinct for gossip.
+    pub sent_ms: u64,
+}
+
+impl RenterClaim {
+    /// Field bounds.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        if self.signature.len() != 65 {
+            return Err(MessageError::Invalid("malformed renter claim".into()));
+        }
+        Ok(())
+    }
+}
+
 /// A job exists (topic `quackmesh/1/jobs`): a hint so nodes hear before their chain watcher
 /// does. Receivers trust only the chain's record of the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the test failing
 
 mod chain;
+mod cluster;
 mod federated;
 mod learn;
 mod mesh;

@@ -16,7 +16,7 @@ use quackmesh::{
 };
 use serde_json::Value;
 
-fn bin() -> &'static Path {
+pub(crate) fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_quackmesh"))
 }
 
@@ -34,7 +34,7 @@ fn wei(s: &str) -> u128 {
 
 /// Runs `quackmesh ARGS --network devnet --rpc-url .. --deployment ..` with a clean environment;
 /// returns (ok, stdout, stderr).
-async fn cli(f: &Federation, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn cli(f: &Federation, args: &[&str]) -> (bool, String, String) {
     let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     all.extend([
         "--network".into(),
@@ -64,14 +64,14 @@ async fn cli(f: &Federation, args: &[&str]) -> (bool, String, String) {
 }
 
 /// `cli` that must succeed, its stdout parsed as JSON.
-async fn cli_json<T: serde::de::DeserializeOwned>(f: &Federation, args: &[&str]) -> T {
+pub(crate) async fn cli_json<T: serde::de::DeserializeOwned>(f: &Federation, args: &[&str]) -> T {
     let (ok, out, err) = cli(f, args).await;
     assert!(ok, "quackmesh {args:?} failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, at most `timeout` (and 400 tries).
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -89,12 +89,12 @@ where
     panic!("{what}: not within {timeout:?}");
 }
 
-async fn provider(f: &Federation, p: &NodeProcess) -> ProviderView {
+pub(crate) async fn provider(f: &Federation, p: &NodeProcess) -> ProviderView {
     f.get(&p.api_url, "/api/provider").await
 }
 
 /// Waits until the provider node has listed its machine; returns the machine id.
-async fn listed(f: &Federation, p: &NodeProcess) -> u64 {
+pub(crate) async fn listed(f: &Federation, p: &NodeProcess) -> u64 {
     wait_for("listing", Duration::from_secs(60), || async {
         provider(f, p)
             .await
