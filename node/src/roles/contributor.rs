@@ -144,13 +144,15 @@ impl Runtime {
     }
 
     pub(crate) fn contributor_on_head(&mut self, source: PeerId, msg: RoundHeadMsg) {
-        if self.contributor.is_none()
-            || !self.may_contribute(msg.job_id)
-            || self.assets(msg.job_id).is_none()
-        {
+        if self.contributor.is_none() || !self.may_contribute(msg.job_id) {
+            return;
+        }
+        if self.assets(msg.job_id).is_none() {
+            tracing::debug!(target: "roles::contributor", job_id = msg.job_id, "round head before the job's assets are loaded");
             return;
         }
         let job_id = msg.job_id;
+        tracing::debug!(target: "roles::contributor", job_id, head = ?msg.head, "round head");
         let actions = match self.contributor.as_mut() {
             Some(c) => {
                 c.last_peer.insert(job_id, source);
@@ -177,6 +179,18 @@ impl Runtime {
     }
 
     pub(crate) fn contributor_tick(&mut self) {
+        // Work whose job assets are still loading (as just after a restart) waits for a later
+        // tick instead of being dropped.
+        let mut waiting = Vec::new();
+        self.contributor_start_next(&mut waiting);
+        if let Some(c) = self.contributor.as_mut() {
+            for item in waiting.into_iter().rev() {
+                c.queue.push_front(item);
+            }
+        }
+    }
+
+    fn contributor_start_next(&mut self, waiting: &mut Vec<(u64, u64, Hash32, Option<PeerId>)>) {
         loop {
             let Some(c) = self.contributor.as_mut() else {
                 return;
@@ -197,6 +211,7 @@ impl Runtime {
                 continue;
             }
             let Some(assets) = self.assets(job_id) else {
+                waiting.push((job_id, round, model, hint));
                 continue;
             };
             let Some(c) = self.contributor.as_mut() else {

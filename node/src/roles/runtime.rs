@@ -57,6 +57,10 @@ const COMMAND_CAPACITY: usize = 64;
 
 /// Chain log of what this node saw happen, newest last (for the API and the dashboard).
 pub const TX_LOG: Tree<TxLogEntry> = Tree::new("roles.txlog");
+/// Registered coordinators: eth address -> PeerId bytes, from CoordinatorRegistered events.
+/// Stored because the watcher resumes after the events it already delivered: a restarted node
+/// would otherwise not know who may publish round heads.
+pub const COORDINATORS: Tree<Vec<u8>> = Tree::new("roles.coordinators");
 /// Most entries kept in [`TX_LOG`].
 pub const TX_LOG_MAX: u64 = 10_000;
 
@@ -308,6 +312,15 @@ pub fn spawn(
         .into_iter()
         .map(|(_, r)| (r.job_id, r))
         .collect();
+    let coordinators: HashMap<Address, PeerId> = ctx
+        .db
+        .scan(COORDINATORS, b"")?
+        .into_iter()
+        .filter_map(|(k, peer)| {
+            let eth = Address::try_from(k.as_slice()).ok()?;
+            Some((eth, PeerId::from_bytes(&peer).ok()?))
+        })
+        .collect();
     let (ops_tx, ops_rx) = super::subnet::ops_channel();
     let mut rt = Runtime {
         election: Election::new(key_of(&ctx.peer()), ctx.config.liveness_ms),
@@ -316,7 +329,7 @@ pub fn spawn(
         jobs,
         loading_jobs: HashSet::new(),
         assets: HashMap::new(),
-        coordinators: HashMap::new(),
+        coordinators,
         activity_ms: HashMap::new(),
         leaders: BTreeMap::new(),
         claims_in_flight: HashSet::new(),
@@ -516,6 +529,13 @@ impl Runtime {
             ChainEvent::CoordinatorRegistered(e) => {
                 if let Ok(peer) = PeerId::from_bytes(&e.peerId) {
                     self.coordinators.insert(e.coordinator, peer);
+                    if let Err(err) =
+                        self.ctx
+                            .db
+                            .put(COORDINATORS, e.coordinator.as_slice(), &peer.to_bytes())
+                    {
+                        tracing::warn!(target: "roles", error = %err, "cannot store a coordinator");
+                    }
                 }
                 if e.coordinator == self.ctx.eth() {
                     self.registered = true;
@@ -524,6 +544,9 @@ impl Runtime {
             }
             ChainEvent::CoordinatorUnregistered(e) => {
                 self.coordinators.remove(&e.coordinator);
+                if let Err(err) = self.ctx.db.remove(COORDINATORS, e.coordinator.as_slice()) {
+                    tracing::warn!(target: "roles", error = %err, "cannot forget a coordinator");
+                }
             }
             ChainEvent::TrainingJobCreated(e) => {
                 if let Some(job_id) = jobs::small_id(e.jobId)

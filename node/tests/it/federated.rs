@@ -287,6 +287,62 @@ async fn vanished_contributor_does_not_stall_rounds() {
     );
 }
 
+/// A contributor SIGKILLed during a job and restarted on the same data dir picks up where its
+/// store says it was: it trains the later rounds, is paid for them, and is never paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_contributor_continues_and_is_paid_once() {
+    let (train, test) = load_subset();
+    let mut f = Federation::start(bin()).await;
+    let _c = f.node("c", 1, &["--coordinator"]);
+    let parts = f.partitions(&train.take(4_000), 2, 9);
+    let w2_args = ["--contribute", "--data", &parts[1].display().to_string()].map(String::from);
+    let w2_args: Vec<&str> = w2_args.iter().map(String::as_str).collect();
+    let _w1 = f.node(
+        "w1",
+        3,
+        &["--contribute", "--data", &parts[0].display().to_string()],
+    );
+    let mut w2 = f.node("w2", 4, &w2_args);
+    let r = f.node("r", 5, &[]);
+    let chain = f.devnet.reader().await.unwrap();
+    let before = chain.balance(addr(4)).await.unwrap();
+    let mut req = request(4, 2);
+    req.round_timeout_secs = 5;
+    req.min_accuracy = 0.5;
+    let job = f.submit(&r.api_url, &test.take(500), req).await;
+    f.wait_job(&r.api_url, job.job_id, Duration::from_secs(120), |r| {
+        r.rewards
+            .iter()
+            .any(|x| x.round == 1 && Address::from(x.contributor) == addr(4))
+    })
+    .await;
+    w2.kill();
+    let _w2 = f.node("w2", 4, &w2_args);
+    let rec = f
+        .wait_job(&r.api_url, job.job_id, Duration::from_secs(180), |r| {
+            r.status == JobStatus::Finished
+        })
+        .await;
+    assert_eq!(rec.rounds_done.len(), 4);
+    let pairs: HashSet<([u8; 20], u64)> = rec
+        .rewards
+        .iter()
+        .map(|x| (x.contributor, x.round))
+        .collect();
+    assert_eq!(pairs.len(), rec.rewards.len(), "an update was paid twice");
+    assert!(
+        rec.rewards
+            .iter()
+            .any(|x| x.round >= 3 && Address::from(x.contributor) == addr(4)),
+        "the restarted contributor did not take part again: {:?}",
+        rec.rewards
+    );
+    assert_eq!(
+        chain.balance(addr(4)).await.unwrap(),
+        before + paid_to(&rec, addr(4))
+    );
+}
+
 /// Bad updates over the HTTP path (wrong shapes, NaN, enormous norm, garbage) are rejected with
 /// reasons; a replayed update and a forged coordinator signature are refused by the contract;
 /// none is paid, and the job completes.
