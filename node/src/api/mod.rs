@@ -172,15 +172,10 @@ mod tests {
 
     #[test]
     fn dashboard_is_self_contained_and_uses_the_api() {
-        // Nothing loaded from elsewhere: every URL the page names is one of this node's routes.
+        // Nothing loaded from elsewhere (the SVG namespace is a name, not a fetch).
+        let page = DASHBOARD_HTML.replace("http://www.w3.org/2000/svg", "");
         for needle in ["http://", "https://", "<link", "src="] {
-            let allowed =
-                needle == "http://" && DASHBOARD_HTML.contains("http://www.w3.org/2000/svg");
-            let count = DASHBOARD_HTML.matches(needle).count();
-            assert!(
-                count == 0 || (allowed && count == 1),
-                "dashboard references {needle}"
-            );
+            assert!(!page.contains(needle), "dashboard references {needle}");
         }
         for route in ["/api/node", "/api/jobs", "/api/market", "/api/transactions"] {
             assert!(

@@ -416,6 +416,16 @@ mod tests {
         }
     }
 
+    /// Round 2 opened under term 1 and trained into update h(6) of 10 samples.
+    fn trained_round_2(p: &mut Participation) {
+        p.handle(Input::Head(head(1, Some(2), 1)));
+        p.handle(Input::Trained {
+            round: 2,
+            update: h(6),
+            samples: 10,
+        });
+    }
+
     fn att(term: u64) -> Attestation {
         Attestation {
             accuracy_bps: 9_000,
@@ -492,12 +502,7 @@ mod tests {
     #[test]
     fn new_coordinator_gets_the_pending_offer() {
         let mut p = Participation::default();
-        p.handle(Input::Head(head(1, Some(2), 1)));
-        p.handle(Input::Trained {
-            round: 2,
-            update: h(6),
-            samples: 10,
-        });
+        trained_round_2(&mut p);
         assert!(p.handle(Input::OfferFailed { round: 2 }).is_empty());
         // Term 2 resumes round 2.
         assert_eq!(
@@ -514,12 +519,7 @@ mod tests {
     #[test]
     fn attestation_from_replaced_coordinator_is_reoffered() {
         let mut p = Participation::default();
-        p.handle(Input::Head(head(1, Some(2), 1)));
-        p.handle(Input::Trained {
-            round: 2,
-            update: h(6),
-            samples: 10,
-        });
+        trained_round_2(&mut p);
         p.handle(Input::Verdict {
             round: 2,
             update: h(6),
@@ -541,12 +541,7 @@ mod tests {
         );
         // Or the new term's head arrives before we even tried to claim.
         let mut q = Participation::default();
-        q.handle(Input::Head(head(1, Some(2), 1)));
-        q.handle(Input::Trained {
-            round: 2,
-            update: h(6),
-            samples: 10,
-        });
+        trained_round_2(&mut q);
         q.handle(Input::Verdict {
             round: 2,
             update: h(6),
@@ -566,12 +561,7 @@ mod tests {
     #[test]
     fn claimed_update_is_offered_to_a_new_coordinator_but_not_claimed_twice() {
         let mut p = Participation::default();
-        p.handle(Input::Head(head(1, Some(2), 1)));
-        p.handle(Input::Trained {
-            round: 2,
-            update: h(6),
-            samples: 10,
-        });
+        trained_round_2(&mut p);
         p.handle(Input::Verdict {
             round: 2,
             update: h(6),

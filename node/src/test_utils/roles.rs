@@ -65,6 +65,12 @@ impl Federation {
         self.spawn(name, &key, args)
     }
 
+    /// `quackmesh node --contribute --data DIR` named `name`, signing as anvil account `account`.
+    pub fn contributor(&mut self, name: &str, account: usize, data: &Path) -> NodeProcess {
+        let data = data.display().to_string();
+        self.node(name, account, &["--contribute", "--data", &data])
+    }
+
     /// A new random chain key with 100 ETH for gas (and no $DUCK), written to a file for
     /// `--private-key-file`: for more participants than anvil's ten accounts.
     pub async fn fresh_key(&self, name: &str) -> PathBuf {

@@ -46,16 +46,8 @@ async fn five_round_job_on_full_mnist_reaches_95_percent_and_pays() {
     let _c1 = f.node("c1", 1, &["--coordinator"]);
     let _c2 = f.node("c2", 2, &["--coordinator"]);
     let parts = f.partitions(&train, 2, 42);
-    let w1 = f.node(
-        "w1",
-        3,
-        &["--contribute", "--data", &parts[0].display().to_string()],
-    );
-    let _w2 = f.node(
-        "w2",
-        4,
-        &["--contribute", "--data", &parts[1].display().to_string()],
-    );
+    let w1 = f.contributor("w1", 3, &parts[0]);
+    let _w2 = f.contributor("w2", 4, &parts[1]);
     let r = f.node("r", 5, &[]);
     let chain = f.devnet.reader().await.unwrap();
     let before: Vec<U256> = futures::future::join_all((3..=5).map(|i| chain.balance(addr(i))))
@@ -157,16 +149,8 @@ async fn coordinator_killed_mid_round_is_replaced_and_nothing_is_lost() {
     let mut c1 = f.node("c1", 1, &["--coordinator"]);
     let mut c2 = f.node("c2", 2, &["--coordinator"]);
     let parts = f.partitions(&train.take(4_000), 2, 1);
-    let _w1 = f.node(
-        "w1",
-        3,
-        &["--contribute", "--data", &parts[0].display().to_string()],
-    );
-    let _w2 = f.node(
-        "w2",
-        4,
-        &["--contribute", "--data", &parts[1].display().to_string()],
-    );
+    let _w1 = f.contributor("w1", 3, &parts[0]);
+    let _w2 = f.contributor("w2", 4, &parts[1]);
     let r = f.node("r", 5, &[]);
     // Three update slots for two contributors: every round closes at its 6 s deadline on a
     // quorum of 2, so round 2 is still open when its coordinator dies.
@@ -246,16 +230,8 @@ async fn vanished_contributor_does_not_stall_rounds() {
     let mut f = Federation::start(bin()).await;
     let _c = f.node("c", 1, &["--coordinator"]);
     let parts = f.partitions(&train.take(4_000), 2, 3);
-    let _w1 = f.node(
-        "w1",
-        3,
-        &["--contribute", "--data", &parts[0].display().to_string()],
-    );
-    let mut w2 = f.node(
-        "w2",
-        4,
-        &["--contribute", "--data", &parts[1].display().to_string()],
-    );
+    let _w1 = f.contributor("w1", 3, &parts[0]);
+    let mut w2 = f.contributor("w2", 4, &parts[1]);
     let r = f.node("r", 5, &[]);
     let mut req = request(3, 2);
     req.round_timeout_secs = 5;
@@ -295,14 +271,8 @@ async fn restarted_contributor_continues_and_is_paid_once() {
     let mut f = Federation::start(bin()).await;
     let _c = f.node("c", 1, &["--coordinator"]);
     let parts = f.partitions(&train.take(4_000), 2, 9);
-    let w2_args = ["--contribute", "--data", &parts[1].display().to_string()].map(String::from);
-    let w2_args: Vec<&str> = w2_args.iter().map(String::as_str).collect();
-    let _w1 = f.node(
-        "w1",
-        3,
-        &["--contribute", "--data", &parts[0].display().to_string()],
-    );
-    let mut w2 = f.node("w2", 4, &w2_args);
+    let _w1 = f.contributor("w1", 3, &parts[0]);
+    let mut w2 = f.contributor("w2", 4, &parts[1]);
     let r = f.node("r", 5, &[]);
     let chain = f.devnet.reader().await.unwrap();
     let before = chain.balance(addr(4)).await.unwrap();
@@ -317,7 +287,7 @@ async fn restarted_contributor_continues_and_is_paid_once() {
     })
     .await;
     w2.kill();
-    let _w2 = f.node("w2", 4, &w2_args);
+    let _w2 = f.contributor("w2", 4, &parts[1]);
     let rec = f
         .wait_job(&r.api_url, job.job_id, Duration::from_secs(180), |r| {
             r.status == JobStatus::Finished
@@ -352,11 +322,7 @@ async fn bad_updates_are_rejected_and_paid_nothing() {
     let mut f = Federation::start(bin()).await;
     let c = f.node("c", 1, &["--coordinator"]);
     let parts = f.partitions(&train.take(3_000), 1, 5);
-    let _w = f.node(
-        "w",
-        3,
-        &["--contribute", "--data", &parts[0].display().to_string()],
-    );
+    let _w = f.contributor("w", 3, &parts[0]);
     let r = f.node("r", 5, &[]);
     let mut req = request(2, 2);
     req.round_timeout_secs = 8;
