@@ -20,8 +20,8 @@
 #   --stay            keep the network running after the summary (browse the dashboard) until Ctrl-C
 #   --ready-file FILE (or $QUACKMESH_DEMO_READY_FILE) for other programs (scripts/dashboard-test.sh,
 #                     scripts/record-demo.sh): appends KEY=VALUE lines as the run goes:
-#                     DASHBOARD_URL=http://127.0.0.1:PORT/ and RPC_URL=... once the requester's
-#                     node is up, JOB_ID=N once the job is on chain, FINISHED=SECONDS after the
+#                     DASHBOARD_URL=http://127.0.0.1:PORT/, RPC_URL=... and DEPLOYMENT=FILE
+#                     once the requester's node is up, JOB_ID=N once the job is on chain, FINISHED=SECONDS after the
 #                     summary (with --stay the network then keeps running)
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -138,6 +138,7 @@ node_api[requester]=$api
 req=$api
 ready "DASHBOARD_URL=$req/"
 ready "RPC_URL=http://127.0.0.1:$port"
+ready "DEPLOYMENT=$run/devnet.json"
 
 balance() { curl -sf "$1/api/wallet" | json 'd["duck"]'; }
 declare -A before
