@@ -27,7 +27,10 @@ pub(crate) async fn run(args: JobArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+pub(crate) async fn check(
+    resp: reqwest::Response,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }

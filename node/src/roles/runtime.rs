@@ -222,6 +222,8 @@ pub(crate) enum Done {
     Provider(super::provider::ProvDone),
     /// Cluster subnet completions.
     Subnet(super::subnet::SubnetDone),
+    /// An inference output to share with its cluster.
+    InferShare(super::infer_worker::ShareRequest),
 }
 
 /// A job's decoded spec and, where needed, its validation set.
@@ -263,6 +265,8 @@ pub(crate) struct Runtime {
     pub(crate) pending_announce: VecDeque<u64>,
     pub(crate) provider: Option<ProviderRole>,
     pub(crate) clusters: super::subnet::Clusters,
+    /// Inference parts this machine runs at once (one: the compute time billed is its own).
+    pub(crate) infer_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Milliseconds since the epoch.
@@ -342,6 +346,7 @@ pub fn spawn(
         pending_announce: VecDeque::new(),
         provider,
         clusters: super::subnet::Clusters::new(ops_tx),
+        infer_slots: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     tokio::spawn(super::subnet::apply_ops(rt.ctx.mesh.clone(), ops_rx));
     let task = tokio::spawn(async move { rt.run(events, chain_events, cmd_rx, done_rx).await });
@@ -452,6 +457,7 @@ impl Runtime {
                 RpcRequest::OfferUpdate(offer) => {
                     self.on_offer(Some(peer), offer, Waiter::Mesh(channel))
                 }
+                RpcRequest::InferTask(task) => self.on_infer_task(peer, task, channel),
             },
             mesh::Event::PeerConnected { .. } | mesh::Event::PeerDisconnected { .. } => {}
         }
@@ -757,6 +763,7 @@ impl Runtime {
             },
             Done::Provider(d) => self.on_provider_done(d),
             Done::Subnet(d) => self.on_subnet_done(d),
+            Done::InferShare(r) => self.on_infer_share(r),
             Done::Registered(r) => {
                 self.registering = false;
                 match r {

@@ -163,3 +163,57 @@ impl UpdateVerdict {
         Self::Rejected { reason }
     }
 }
+
+/// A requester asks a rented worker to run one part of an InferencePool job (RPC). The worker
+/// checks it against the job on chain, runs it, posts the result there and answers
+/// [`InferDone`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferTask {
+    /// The chain the job lives on.
+    pub chain_id: u64,
+    /// The InferencePool job.
+    pub job_id: u64,
+    /// Its cluster (the worker serves only its cluster's renter).
+    pub cluster_id: u64,
+    /// The part to run.
+    pub part: u32,
+    /// The job's parts.
+    pub parts: u32,
+    /// The part's first image.
+    pub start: u64,
+    /// The part's images.
+    pub count: u64,
+    /// The model blob (safetensors weights).
+    pub model: Hash32,
+    /// The input blob (an IDX file of 28x28 images).
+    pub input: Hash32,
+}
+
+/// A worker ran a part and posted its result on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferDone {
+    /// The job.
+    pub job_id: u64,
+    /// The part.
+    pub part: u32,
+    /// The output blob ([`PartOutput`](super::inference::PartOutput)), the hash on chain.
+    pub result: Hash32,
+    /// The compute time posted, ms.
+    pub compute_ms: u64,
+    /// What the contract paid for it (wei, decimal; capped by the job's deposit).
+    pub payment: String,
+}
+
+impl InferTask {
+    /// Field bounds.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        let sane = (1..=super::inference::MAX_PARTS).contains(&self.parts)
+            && self.part < self.parts
+            && self.count > 0
+            && self.start.checked_add(self.count).is_some();
+        if !sane {
+            return Err(MessageError::Invalid("malformed inference task".into()));
+        }
+        Ok(())
+    }
+}
