@@ -10,6 +10,7 @@
 
 pub mod blobs;
 pub mod cluster;
+pub mod cluster_training;
 pub mod contributor;
 pub mod coordinator;
 pub mod election;
@@ -26,5 +27,6 @@ pub mod rental;
 pub mod requester;
 pub mod round;
 pub mod runtime;
+pub mod shards;
 pub mod subnet;
 pub mod wire;

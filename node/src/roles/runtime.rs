@@ -267,6 +267,10 @@ pub(crate) struct Runtime {
     pub(crate) clusters: super::subnet::Clusters,
     /// Inference parts this machine runs at once (one: the compute time billed is its own).
     pub(crate) infer_slots: Arc<tokio::sync::Semaphore>,
+    /// Peers whose connections to this node dropped (cluster machines count as departed).
+    pub(crate) gone: HashSet<PeerId>,
+    /// When each departed machine was last dialled.
+    pub(crate) redial_ms: HashMap<PeerId, u64>,
 }
 
 /// Milliseconds since the epoch.
@@ -296,6 +300,8 @@ pub fn spawn(
         None if ctx.config.roles.contribute => {
             return Err(RolesError::Config("--contribute needs --data DIR".into()));
         }
+        // A provider's machine trains cluster jobs on the shards it is assigned.
+        _ if ctx.config.roles.provide => Some(ContributorState::worker(&ctx.db)?),
         _ => None,
     };
     let provider = match &ctx.config.provider {
@@ -347,6 +353,8 @@ pub fn spawn(
         provider,
         clusters: super::subnet::Clusters::new(ops_tx),
         infer_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        gone: HashSet::new(),
+        redial_ms: HashMap::new(),
     };
     tokio::spawn(super::subnet::apply_ops(rt.ctx.mesh.clone(), ops_rx));
     let task = tokio::spawn(async move { rt.run(events, chain_events, cmd_rx, done_rx).await });
@@ -459,7 +467,8 @@ impl Runtime {
                 }
                 RpcRequest::InferTask(task) => self.on_infer_task(peer, task, channel),
             },
-            mesh::Event::PeerConnected { .. } | mesh::Event::PeerDisconnected { .. } => {}
+            mesh::Event::PeerConnected { peer } => self.on_peer_connected(peer),
+            mesh::Event::PeerDisconnected { peer } => self.on_peer_disconnected(peer),
         }
     }
 
@@ -628,8 +637,10 @@ impl Runtime {
         if record.status == JobStatus::Finished {
             return;
         }
+        // Providers follow cluster jobs: their machines may be the ones that train.
         let wants = self.ctx.config.roles.coordinator
             || self.ctx.config.roles.contribute
+            || (self.ctx.config.roles.provide && record.cluster_id != 0)
             || record.requester == self.ctx.eth().into_array();
         if !wants {
             return;

@@ -74,6 +74,9 @@ pub struct RoundHeadMsg {
     pub coordinator: EthAddress,
     /// Round, model, accuracy, term, the open round and its deadline.
     pub head: Head,
+    /// Cluster training: which rented machine trains on which shard of the job's training set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<super::shards::ShardPlan>,
 }
 
 /// A contributor offers its update to the job's coordinator (RPC).
@@ -134,6 +137,9 @@ impl RoundHeadMsg {
         let open_ok = h.open_round.is_none_or(|r| r == h.completed_round + 1);
         if h.term == 0 || !open_ok || h.accuracy_bps.is_some_and(|a| a > 10_000) {
             return Err(MessageError::Invalid("inconsistent round head".into()));
+        }
+        if let Some(plan) = &self.shards {
+            plan.validate()?;
         }
         Ok(())
     }

@@ -405,6 +405,17 @@ impl Dataset {
         })
     }
 
+    /// Shards `which` of `count` ([`Self::shard`]) joined, in the order given.
+    pub fn shards(&self, which: &[usize], count: usize) -> Result<Self, DataError> {
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for &i in which {
+            let s = self.shard(i, count)?;
+            pixels.extend_from_slice(&s.pixels);
+            labels.extend_from_slice(&s.labels);
+        }
+        Ok(Self { pixels, labels })
+    }
+
     /// The normalised pixels of all images, row-major `[len, 784]`.
     pub fn normalised(&self) -> Vec<f32> {
         self.pixels.iter().map(|&p| normalise(p)).collect()
