@@ -69,6 +69,8 @@ locals {
     "data_dir = \"${local.data_dir}\"",
     "listen = ${jsonencode(["/ip4/0.0.0.0/tcp/${var.p2p_port}", "/ip4/0.0.0.0/udp/${var.p2p_port}/quic-v1"])}",
     "bootstrap = ${jsonencode(local.bootstrap_peers)}",
+    # The Elastic IP (allocated before the instance): what peers are told to dial.
+    "announce = \"/ip4/${aws_eip.node.public_ip}/tcp/${var.p2p_port}\"",
     "api = \"${local.api_listen}\"",
     "mdns = false",
     var.coordinator ? "coordinator = true" : "",

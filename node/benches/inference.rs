@@ -58,6 +58,8 @@ async fn put(http: &reqwest::Client, api: &str, bytes: Vec<u8>) -> PutResponse {
 }
 
 struct Run {
+    /// Single-process inference of the same batch, measured just before (best of 2).
+    baseline: f64,
     seconds: f64,
     overhead_ms_per_part: f64,
     parts: usize,
@@ -80,7 +82,6 @@ async fn main() {
 
     // Models trained briefly here (throughput does not depend on the values).
     let mut weights = BTreeMap::new();
-    let mut baseline = BTreeMap::new();
     for (name, spec) in &models {
         let (w, _) = train(
             spec,
@@ -90,15 +91,6 @@ async fn main() {
             &indicatif::ProgressBar::hidden(),
         )
         .unwrap();
-        // Single process, same batch: best of 3.
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t0 = Instant::now();
-            let p = predict(spec, &w, &test).unwrap();
-            best = best.min(t0.elapsed().as_secs_f64());
-            assert_eq!(p.len(), test.len());
-        }
-        baseline.insert(*name, best);
         weights.insert(*name, w);
     }
 
@@ -152,7 +144,15 @@ async fn main() {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
-        for (name, _) in &models {
+        for (name, spec) in &models {
+            // The baseline right before each run, so both see the same machine load.
+            let mut baseline = f64::MAX;
+            for _ in 0..2 {
+                let t0 = Instant::now();
+                let p = predict(spec, &weights[name], &test).unwrap();
+                baseline = baseline.min(t0.elapsed().as_secs_f64());
+                assert_eq!(p.len(), test.len());
+            }
             let body = serde_json::json!({
                 "model": model_blobs[name],
                 "input_blob": input_blob,
@@ -170,7 +170,9 @@ async fn main() {
             let job: serde_json::Value = resp.json().await.unwrap();
             let job_id = job["job_id"].as_u64().unwrap();
             let view = loop {
-                let v: InferView = f.get(&renter.api_url, &format!("/api/infer/{job_id}")).await;
+                let v: InferView = f
+                    .get(&renter.api_url, &format!("/api/infer/{job_id}"))
+                    .await;
                 if v.status != InferStatus::Running {
                     break v;
                 }
@@ -189,6 +191,7 @@ async fn main() {
             runs.insert(
                 (*name, workers),
                 Run {
+                    baseline,
                     seconds: elapsed_ms / 1000.0,
                     overhead_ms_per_part: (elapsed_ms - critical).max(0.0) / serial_parts,
                     parts: view.parts.len(),
@@ -202,7 +205,12 @@ async fn main() {
                 .text()
                 .await
                 .unwrap();
-            let expected = predict(&models.iter().find(|m| m.0 == *name).unwrap().1, &weights[name], &test).unwrap();
+            let expected = predict(
+                &models.iter().find(|m| m.0 == *name).unwrap().1,
+                &weights[name],
+                &test,
+            )
+            .unwrap();
             let got: Vec<u8> = out.lines().map(|l| l.parse().unwrap()).collect();
             assert!(got == expected, "{name}: predictions differ");
         }
@@ -223,13 +231,19 @@ async fn main() {
         "model", "machines", "parts", "seconds", "images/s", "vs 1 process", "mesh ms / part"
     );
     for (name, _) in &models {
-        let b = baseline[name];
-        println!(
-            "{:<5} {:>8} {:>6} {:>10.3} {:>10.0} {:>12} {:>16}",
-            name, "1 proc", "-", b, n / b, "1.00x", "-"
-        );
         for workers in 1..=3 {
             let r = &runs[&(*name, workers)];
+            let b = r.baseline;
+            println!(
+                "{:<5} {:>8} {:>6} {:>10.3} {:>10.0} {:>12} {:>16}",
+                name,
+                "1 proc",
+                "-",
+                b,
+                n / b,
+                "1.00x",
+                "-"
+            );
             println!(
                 "{:<5} {:>8} {:>6} {:>10.3} {:>10.0} {:>11.2}x {:>16.0}",
                 name,
