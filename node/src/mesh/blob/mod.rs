@@ -3,7 +3,8 @@
 //! - [`manifest`]: chunking and the manifest whose hash is the blob id (pure).
 //! - [`bitfield`]: which chunks a peer holds (pure).
 //! - [`wire`]: the blob protocol's requests and responses.
-//! - [`store`]: manifests, chunks, completion, wanted list and allow-lists in redb.
+//! - [`store`]: chunk bytes in one file per blob; manifests, held-chunk bitfields, completion,
+//!   wanted list and allow-lists in redb.
 //! - [`scheduler`]: which chunk to ask which holder for (pure, unit-tested).
 //! - [`uploads`]: upload slots and the rate limiter of the serving side (pure).
 //! - [`serve`]: answering one blob request from the store.
@@ -81,6 +82,14 @@ pub enum BlobError {
         len: u64,
         /// The limit.
         limit: u64,
+    },
+    /// A blob file could not be read or written.
+    #[error("blob file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
     },
     /// Encoding a manifest failed.
     #[error("cannot encode manifest: {0}")]
