@@ -8,6 +8,8 @@
 //! - [`scheduler`]: which chunk to ask which holder for (pure, unit-tested).
 //! - [`uploads`]: upload slots and the rate limiter of the serving side (pure).
 //! - [`serve`]: answering one blob request from the store.
+//! - [`stream`]: the chunk stream protocol: pipelined chunk requests on long-lived streams,
+//!   its server and the fetcher's per-holder pipes.
 //! - [`fetch`]: the async driver of one fetch: discovery, requests, verification, persistence.
 //!
 //! A fetcher announces itself as a provider as soon as it has the manifest and serves every
@@ -20,6 +22,7 @@ pub mod manifest;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod stream;
 pub mod uploads;
 pub mod wire;
 
