@@ -13,27 +13,37 @@
 #   6. prints a summary (accuracy per round, $DUCK earned per participant, transactions, time)
 #      and stops everything it started (also on Ctrl-C).
 #
-# Usage: scripts/demo.sh [--contributors N] [--rounds R] [--keep] [--stay]
+# Usage: scripts/demo.sh [--contributors N] [--rounds R] [--keep] [--stay] [--ready-file FILE]
 #   --contributors N  contributor nodes, 1-4 (default 2)
 #   --rounds R        rounds of federated training (default 5)
 #   --keep            keep the run directory (logs, data dirs) instead of deleting it
 #   --stay            keep the network running after the summary (browse the dashboard) until Ctrl-C
+#   --ready-file FILE (or $QUACKMESH_DEMO_READY_FILE) for other programs (scripts/dashboard-test.sh,
+#                     scripts/record-demo.sh): appends KEY=VALUE lines as the run goes:
+#                     DASHBOARD_URL=http://127.0.0.1:PORT/, RPC_URL=... and DEPLOYMENT=FILE
+#                     once the requester's node is up, JOB_ID=N once the job is on chain, FINISHED=SECONDS after the
+#                     summary (with --stay the network then keeps running)
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root="$QM_ROOT"
+caller_pwd=$PWD
 cd "$root"
 contributors=2
 rounds=5
 keep=0
 stay=0
+ready_file="${QUACKMESH_DEMO_READY_FILE:-}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --contributors) contributors="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --stay) stay=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ready-file) ready_file="$2"; shift 2 ;;
+    -h|--help) qm_usage "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +57,7 @@ fi
 say() { printf '\033[1m[demo]\033[0m %s\n' "$*"; }
 started=$(date +%s)
 
-bin="$root/target/debug/quackmesh"
+bin="${QUACKMESH_BIN:-$root/target/debug/quackmesh}"
 if [[ ! -x node_modules/.bin/anvil || ! -x "$bin" ]]; then
   say "first run: installing the toolchain and building (scripts/setup.sh)"
   scripts/setup.sh
@@ -57,45 +67,32 @@ if [[ ! -f data/mnist/train-images-idx3-ubyte && ! -f data/mnist/train-images-id
 fi
 
 run="$(mktemp -d "${TMPDIR:-/tmp}/quackmesh-demo.XXXXXX")"
-pids=()
+if [[ -n "$ready_file" && "$ready_file" != /* ]]; then ready_file="$caller_pwd/$ready_file"; fi
+if [[ -n "$ready_file" ]]; then : >"$ready_file"; fi
+ready() { if [[ -n "$ready_file" ]]; then echo "$1" >>"$ready_file"; fi; }
 cleanup() {
   trap - EXIT INT TERM
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  qm_stop_all
   scripts/devnet.sh --stop --pid-file "$run/devnet.pid" >/dev/null 2>&1 || true
   if [[ $keep -eq 1 ]]; then say "run directory kept: $run"; else rm -rf "$run"; fi
 }
 trap cleanup EXIT
 trap 'echo; say "interrupted"; exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+json() { qm_json "$1"; }
 
-port=$(free_port)
+port=$(qm_free_port)
 say "starting the devnet (anvil on 127.0.0.1:$port) and deploying the contracts"
 scripts/devnet.sh --port "$port" --detach --pid-file "$run/devnet.pid" \
   --deployment "$run/devnet.json" >"$run/devnet.out"
 chain=(--network devnet --rpc-url "http://127.0.0.1:$port" --deployment "$run/devnet.json")
 
-# start_node NAME [ARGS...]: starts `quackmesh node`, waits for its API, sets $api and $addr.
+# start_node NAME [ARGS...]: starts `quackmesh node` in $run/NAME, sets $api and $addr.
 start_node() {
   local name=$1; shift
-  local dir="$run/$name"
-  mkdir -p "$dir"
-  "$bin" node --data-dir "$dir" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 "$@" \
-    >"$dir/stdout" 2>"$dir/log" &
-  pids+=($!)
-  local pid=$! i
-  for i in $(seq 1 300); do
-    if grep -q '^api: ' "$dir/stdout" 2>/dev/null; then break; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "demo.sh: node $name exited; its log:" >&2; tail -20 "$dir/log" >&2; exit 1
-    fi
-    sleep 0.1
-  done
-  api=$(sed -n 's/^api: //p' "$dir/stdout")
-  addr=$(sed -n 's/^listen: //p' "$dir/stdout" | head -1)
-  [[ -n "$api" && -n "$addr" ]] || { echo "demo.sh: node $name did not start" >&2; exit 1; }
+  qm_start_node "$name" "$run/$name" "$@" || { echo "demo.sh: node $name failed" >&2; exit 1; }
+  api=$QM_API
+  addr=$QM_ADDR
 }
 
 say "starting the bootstrap node"
@@ -127,8 +124,7 @@ for i in 1 2 3; do
 done
 listed=0
 for _ in $(seq 1 100); do
-  listed=$("$bin" market list "${chain[@]}" --available --json --log warn 2>/dev/null \
-    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
+  listed=$(qm_market_available "${chain[@]}")
   (( listed >= 3 )) && break
   sleep 0.2
 done
@@ -140,6 +136,9 @@ say "renting all 3 for 1 hour as one cluster (rentCluster)"
 start_node requester --bootstrap "$boot" "${chain[@]}" --dev-account 0
 node_api[requester]=$api
 req=$api
+ready "DASHBOARD_URL=$req/"
+ready "RPC_URL=http://127.0.0.1:$port"
+ready "DEPLOYMENT=$run/devnet.json"
 
 balance() { curl -sf "$1/api/wallet" | json 'd["duck"]'; }
 declare -A before
@@ -152,6 +151,7 @@ out=$("$bin" job submit --node "$req" --validation data/mnist --rounds "$rounds"
 job=$(sed -n 's/^job_id: //p' <<<"$out")
 [[ -n "$job" ]] || { echo "demo.sh: job submission failed: $out" >&2; exit 1; }
 say "job $job created on chain; following its rounds"
+ready "JOB_ID=$job"
 
 seen=0
 deadline=$(( $(date +%s) + 600 ))
@@ -193,6 +193,7 @@ check=$("$bin" eval --weights "$run/global.safetensors" --data data/mnist --spli
 echo "global model fetched from the mesh and evaluated on its own: $check"
 echo "time taken: $(( $(date +%s) - started )) s"
 echo "dashboard: $req/ (API: /api/jobs, /api/job/$job, /api/market, /api/transactions, /metrics)"
+ready "FINISHED=$(( $(date +%s) - started ))"
 if [[ $stay -eq 1 ]]; then
   say "the network keeps running; Ctrl-C stops it"
   while :; do sleep 1; done

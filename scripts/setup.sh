@@ -24,8 +24,22 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
 fi
 
-# Foundry (forge, anvil, cast), solc and OpenZeppelin come from npm at the versions pinned in
-# package-lock.json. npm ci wipes node_modules, so only run it when the lock file changed.
+# Chromium for the dashboard's browser test (scripts/dashboard-test.sh drives it through
+# playwright-core; Debian's package, since nothing outside the package registries is reachable).
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Chromium (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    log "installing Chromium (sudo apt)"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    log "Chromium missing and no root: install it (apt-get install chromium) or set QUACKMESH_SKIP_BROWSER=1"
+  fi
+fi
+
+# Foundry (forge, anvil, cast), solc, OpenZeppelin and playwright-core come from npm at the
+# versions pinned in package-lock.json. npm ci wipes node_modules, so only run it when the lock file changed.
 if [ -f package-lock.json ]; then
   stamp=node_modules/.quackmesh-lock.sha256
   want=$(sha256sum package-lock.json | cut -d' ' -f1)

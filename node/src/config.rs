@@ -213,7 +213,7 @@ pub struct ConfigLayer {
     pub withdraw_every: Option<u64>,
     /// Provider: unlist the machine on shutdown.
     pub unlist_on_exit: Option<bool>,
-    /// Provider: the multiaddr to list.
+    /// The public multiaddr this node is reached at (advertised to peers; a provider lists it).
     pub announce: Option<Multiaddr>,
 }
 
@@ -356,8 +356,15 @@ impl ConfigLayer {
 
     /// Fills what is unset with the defaults.
     pub fn resolve(self) -> NodeConfig {
+        // A node on a public network with no bootstrap peers of its own uses the network's.
+        let default_bootstrap = self
+            .network
+            .as_deref()
+            .map(default_bootstrap)
+            .unwrap_or_default();
         let mesh = MeshConfig {
             mdns: self.mdns.unwrap_or(false),
+            external_addrs: self.announce.iter().cloned().collect(),
             upload_bytes_per_sec: self.upload_rate.filter(|r| *r > 0),
             ..MeshConfig::default()
         };
@@ -391,7 +398,7 @@ impl ConfigLayer {
                     .filter_map(|a| a.parse().ok())
                     .collect()
             }),
-            bootstrap: self.bootstrap.unwrap_or_default(),
+            bootstrap: self.bootstrap.unwrap_or(default_bootstrap),
             api_addr: self
                 .api
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7720))),
@@ -404,6 +411,33 @@ impl ConfigLayer {
             mesh,
         }
     }
+}
+
+/// The public bootstrap peers of the public networks, compiled in from `bootstrap/peers/`
+/// (filled in when the EC2 nodes of `bootstrap/` are deployed).
+const PUBLIC_PEERS: [(&str, &str); 2] = [
+    (
+        "duckchain-testnet",
+        include_str!("../../bootstrap/peers/duckchain-testnet.toml"),
+    ),
+    (
+        "duckchain-mainnet",
+        include_str!("../../bootstrap/peers/duckchain-mainnet.toml"),
+    ),
+];
+
+/// The bootstrap peers a node of `network` uses when it names none (none for a devnet).
+pub fn default_bootstrap(network: &str) -> Vec<Multiaddr> {
+    #[derive(Deserialize)]
+    struct Peers {
+        bootstrap: Vec<Multiaddr>,
+    }
+    PUBLIC_PEERS
+        .iter()
+        .find(|(n, _)| *n == network)
+        .and_then(|(_, text)| toml::from_str::<Peers>(text).ok())
+        .map(|p| p.bootstrap)
+        .unwrap_or_default()
 }
 
 /// Resolves the configuration from flags, an optional TOML file and environment variables, in
@@ -537,5 +571,32 @@ mod tests {
             coordinator: true,
         };
         assert_eq!(r.names(), vec!["provide", "coordinator"]);
+    }
+
+    #[test]
+    fn public_networks_bring_their_bootstrap_peers_unless_given() {
+        // The compiled-in lists parse (an unparsable file would silently give none).
+        for (network, text) in PUBLIC_PEERS {
+            assert!(
+                toml::from_str::<ConfigLayer>(text).is_ok(),
+                "bootstrap/peers of {network} is not a settings file"
+            );
+        }
+        assert!(default_bootstrap("devnet").is_empty());
+        let testnet = ConfigLayer {
+            network: Some("duckchain-testnet".into()),
+            ..ConfigLayer::default()
+        };
+        assert_eq!(
+            testnet.clone().resolve().bootstrap,
+            default_bootstrap("duckchain-testnet")
+        );
+        let own: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()];
+        let c = ConfigLayer {
+            bootstrap: Some(own.clone()),
+            ..testnet
+        }
+        .resolve();
+        assert_eq!(c.bootstrap, own);
     }
 }

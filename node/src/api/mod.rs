@@ -10,6 +10,7 @@
 //! Errors are JSON `{"error": "..."}` with a status code that says whose fault it is.
 
 pub mod blob;
+pub mod infer;
 pub mod jobs;
 pub mod market;
 pub mod node;

@@ -109,4 +109,13 @@ pub(crate) struct SubmitArgs {
     /// Train only on this rented cluster (see `quackmesh market rent`).
     #[arg(long, value_name = "CLUSTER_ID", default_value_t = 0)]
     pub(crate) cluster: u64,
+    /// Cluster training: a directory of MNIST-format IDX files (train-* split) uploaded as the
+    /// job's training set, visible to the cluster only; the coordinator splits it into one
+    /// shard per rented machine and moves a departed machine's shard to the others.
+    /// Needs `--cluster`.
+    #[arg(long, value_name = "DIR", requires = "cluster")]
+    pub(crate) dataset: Option<PathBuf>,
+    /// Use at most this many training-set images.
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub(crate) dataset_limit: Option<usize>,
 }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub(crate) mod blob;
 pub(crate) mod chain;
+pub(crate) mod infer;
 pub(crate) mod job;
 pub(crate) mod learn;
 pub(crate) mod node;
@@ -31,6 +32,8 @@ pub(crate) enum Command {
     Blob(blob::BlobArgs),
     /// Federated training jobs: submit one, follow its rounds, download its model.
     Job(job::JobArgs),
+    /// Distributed inference on a rented cluster: submit a batch, follow it, get the predictions.
+    Infer(infer::InferArgs),
     /// On-chain contracts: deploy them (`chain deploy`), show a deployment (`chain info`).
     #[command(subcommand)]
     Chain(chain::ChainCommand),

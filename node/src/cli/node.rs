@@ -70,8 +70,9 @@ pub(crate) struct NodeArgs {
     /// the contract while the machine is rented.
     #[arg(long)]
     pub(crate) unlist_on_exit: bool,
-    /// Provider: the multiaddr to list, e.g. /ip4/203.0.113.7/tcp/4001 [default: the first
-    /// listen address that is not 0.0.0.0].
+    /// The public multiaddr this node is reached at, e.g. /ip4/203.0.113.7/tcp/4001 (an EC2
+    /// Elastic IP): advertised to peers, and listed on chain by a provider [default: the
+    /// listen addresses; a provider lists the first that is not 0.0.0.0].
     #[arg(long, value_name = "MULTIADDR")]
     pub(crate) announce: Option<Multiaddr>,
     /// Chain network: devnet, duckchain-testnet or duckchain-mainnet. Setting --network,

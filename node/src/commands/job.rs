@@ -27,7 +27,10 @@ pub(crate) async fn run(args: JobArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+pub(crate) async fn check(
+    resp: reqwest::Response,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }
@@ -61,6 +64,25 @@ async fn submit(http: &reqwest::Client, node: &str, a: SubmitArgs) -> anyhow::Re
         .await
         .with_context(|| format!("cannot reach the node at {node}"))?;
     let put: PutResponse = check(resp, "validation upload").await?.json().await?;
+    let dataset_blob = match &a.dataset {
+        Some(dir) => {
+            let data = Dataset::load_dir(dir, Split::Train)
+                .with_context(|| format!("no MNIST-format training files in {}", dir.display()))?;
+            let data = match a.dataset_limit {
+                Some(n) => data.take(n),
+                None => data,
+            };
+            let resp = http
+                .post(format!("{node}/api/blob"))
+                .body(data.to_bytes()?)
+                .send()
+                .await?;
+            let put: PutResponse = check(resp, "training set upload").await?.json().await?;
+            println!("training set: {} ({} images)", put.id, data.len());
+            Some(put.id)
+        }
+        None => None,
+    };
     let req = JobRequest {
         model: a.model,
         rounds: a.rounds,
@@ -82,6 +104,7 @@ async fn submit(http: &reqwest::Client, node: &str, a: SubmitArgs) -> anyhow::Re
         deadline_secs: 24 * 3600,
         max_update_norm: a.max_update_norm,
         cluster_id: a.cluster,
+        dataset_blob,
     };
     let resp = http
         .post(format!("{node}/api/job"))

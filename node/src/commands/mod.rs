@@ -4,6 +4,7 @@ use crate::cli::Command;
 
 mod blob;
 mod chain;
+mod infer;
 mod job;
 mod learn;
 mod node;
@@ -13,6 +14,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args).await,
         Command::Blob(args) => blob::run(args).await,
         Command::Job(args) => job::run(args).await,
+        Command::Infer(args) => infer::run(args).await,
         Command::Chain(cmd) => chain::run_chain(cmd).await,
         Command::Wallet(cmd) => chain::run_wallet(cmd).await,
         Command::Market(cmd) => chain::run_market(cmd).await,

@@ -61,7 +61,7 @@ pub mod weights;
 
 pub use aggregate::{Accumulator, AggregationConfig, Aggregator, ServerOptimizer, ServerState};
 pub use data::{Dataset, Scheme, Split};
-pub use eval::{EvalReport, evaluate};
+pub use eval::{EvalReport, evaluate, predict};
 pub use model::{Model, ModelSpec};
 pub use optim::Optimizer;
 pub use train::{DpConfig, LrSchedule, TrainConfig, TrainReport, train};

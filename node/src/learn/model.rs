@@ -138,6 +138,34 @@ impl ModelSpec {
         shapes
     }
 
+    /// The spec whose layout `weights` has (a model file names no architecture: its tensor
+    /// names and shapes tell): `None` when it is neither the MLP's nor the CNN's.
+    pub fn of_weights(weights: &super::Weights) -> Option<Self> {
+        let shape = |name: &str| {
+            weights
+                .entries()
+                .iter()
+                .find(|e| e.name == name)
+                .map(|e| e.shape.clone())
+        };
+        let arch = if let Some(fc1) = shape("fc1.weight") {
+            Arch::Mlp {
+                hidden: *fc1.first()?,
+            }
+        } else {
+            let (c1, c2) = (shape("conv1.weight")?, shape("conv2.weight")?);
+            Arch::Cnn {
+                conv1: *c1.first()?,
+                conv2: *c2.first()?,
+            }
+        };
+        let spec = Self {
+            version: MODEL_VERSION,
+            arch,
+        };
+        (spec.check().is_ok() && weights.same_layout(&super::Weights::zeros(&spec))).then_some(spec)
+    }
+
     /// Fan-in of each tensor's layer (for initialisation).
     pub(crate) fn fan_ins(&self) -> HashMap<String, usize> {
         let layers: Vec<(&str, usize)> = match self.arch {

@@ -10,6 +10,9 @@ use crate::mesh::blob::scheduler::SchedulerConfig;
 pub struct MeshConfig {
     /// Discover peers on the LAN with mDNS (multicast: never in tests or CI).
     pub mdns: bool,
+    /// Addresses this node is reached at from outside (an EC2 Elastic IP, a NAT's port
+    /// forward): advertised to peers (identify, Kademlia) besides the listen addresses.
+    pub external_addrs: Vec<libp2p::Multiaddr>,
     /// Close connections idle this long.
     pub idle_connection_timeout: Duration,
     /// Timeout of one request-response exchange (a chunk waits in the holder's queue too).
@@ -50,6 +53,7 @@ impl Default for MeshConfig {
     fn default() -> Self {
         Self {
             mdns: false,
+            external_addrs: Vec::new(),
             idle_connection_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             max_connections: 256,

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     cbor::{self, CodecError},
     roles::wire::{
-        Heartbeat, JobAnnouncement, RenterClaim, RoundHeadMsg, UpdateOffer, UpdateVerdict,
+        Heartbeat, InferDone, InferTask, JobAnnouncement, RenterClaim, RoundHeadMsg, UpdateOffer,
+        UpdateVerdict,
     },
 };
 
@@ -223,6 +224,9 @@ pub enum RpcRequest {
     /// Offers an update to a job's coordinator; answered with [`RpcResponse::UpdateVerdict`]
     /// once the update is evaluated.
     OfferUpdate(UpdateOffer),
+    /// Asks a rented worker to run a part of an inference job; answered with
+    /// [`RpcResponse::InferDone`] once the result is posted on chain.
+    InferTask(InferTask),
 }
 
 /// An application RPC response.
@@ -233,6 +237,8 @@ pub enum RpcResponse {
     Status(NodeStatus),
     /// The answer to [`RpcRequest::OfferUpdate`].
     UpdateVerdict(UpdateVerdict),
+    /// The answer to [`RpcRequest::InferTask`].
+    InferDone(InferDone),
     /// The request was refused or failed.
     Error(RpcError),
 }

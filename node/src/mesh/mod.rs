@@ -118,7 +118,7 @@ pub fn new(
     cfg: MeshConfig,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), MeshError> {
     let swarm_cfg = cfg.clone();
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -138,6 +138,9 @@ pub fn new(
         .map_err(|e| MeshError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(swarm_cfg.idle_connection_timeout))
         .build();
+    for addr in &cfg.external_addrs {
+        swarm.add_external_address(addr.clone());
+    }
 
     let mut streams = swarm.behaviour().stream.new_control();
     let chunk_streams = streams

@@ -56,6 +56,9 @@ pub async fn handle_default(client: &Client, roles: &Roles, event: Event) -> Res
                 RpcRequest::OfferUpdate(_) => {
                     RpcResponse::error(RpcErrorCode::Unsupported, "this node coordinates no jobs")
                 }
+                RpcRequest::InferTask(_) => {
+                    RpcResponse::error(RpcErrorCode::Unsupported, "this node serves no cluster")
+                }
             };
             client.respond(channel, response).await
         }

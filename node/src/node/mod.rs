@@ -229,6 +229,20 @@ impl NodeBuilder {
                 mesh: client.clone(),
                 roles: started.roles.clone(),
             }));
+            let infer = crate::roles::infer_requester::InferContext {
+                mesh: client.clone(),
+                chain: started.chain.clone(),
+                db: db.clone(),
+                roles: started.roles.clone(),
+            };
+            match crate::roles::infer_requester::resume(&infer) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(target: "node", jobs = n, "inference jobs resumed"),
+                Err(e) => {
+                    tracing::warn!(target: "node", error = %e, "cannot resume inference jobs")
+                }
+            }
+            router = router.merge(api::infer::router(infer));
             tasks.extend(started.tasks);
             chain_client = Some(started.chain);
             roles_handle = Some(started.roles);

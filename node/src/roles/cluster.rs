@@ -33,6 +33,8 @@ pub struct ClusterRental {
     pub end: u64,
     /// When the renter ended it early, if it did.
     pub ended_at: Option<u64>,
+    /// The machine's listed multiaddr (where to dial it).
+    pub multiaddr: String,
 }
 
 impl ClusterRental {
@@ -132,12 +134,14 @@ mod tests {
                     peer_id: peer(2),
                     end: 1_000,
                     ended_at: None,
+                    multiaddr: String::new(),
                 },
                 ClusterRental {
                     rental_id: 11,
                     peer_id: peer(3),
                     end: 2_000,
                     ended_at: None,
+                    multiaddr: String::new(),
                 },
             ],
         }

@@ -38,10 +38,18 @@ pub const PARTICIPATIONS: Tree<Participation> = Tree::new("roles.contributor.job
 const OFFER_TIMEOUT: Duration = Duration::from_secs(45);
 /// Time allowed to fetch a global model.
 const MODEL_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed to fetch a cluster job's training set.
+const DATASET_FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The contributor's state in the actor.
 pub(crate) struct ContributorState {
-    data: Arc<Dataset>,
+    /// The node's own training data (`None`: a rented machine, which trains only on the shards
+    /// of cluster jobs' training sets its coordinator assigns it).
+    data: Option<Arc<Dataset>>,
+    /// Cluster jobs: the shards the latest round head gives this machine.
+    shards: BTreeMap<u64, (u32, Vec<u32>)>,
+    /// The last training set decoded (cluster jobs), reused across rounds.
+    training_set: SetCache,
     jobs: BTreeMap<u64, Participation>,
     /// Training waiting for the CPU: (job, round, model, coordinator peer hint).
     queue: VecDeque<(u64, u64, Hash32, Option<PeerId>)>,
@@ -50,6 +58,88 @@ pub(crate) struct ContributorState {
     claims_in_flight: HashSet<(u64, u64)>,
     pending: Vec<(u64, Action)>,
     last_peer: BTreeMap<u64, PeerId>,
+}
+
+/// The last training set decoded, by blob id (shared with the training tasks).
+type SetCache = Arc<std::sync::Mutex<Option<(Hash32, Arc<Dataset>)>>>;
+
+/// What a contributor trains on.
+enum TrainData {
+    /// The node's own data.
+    Local(Arc<Dataset>),
+    /// Shards `which` of `count` of a cluster job's training set (blob `set`).
+    Shards {
+        set: Hash32,
+        count: u32,
+        which: Vec<u32>,
+        cache: SetCache,
+    },
+}
+
+impl std::fmt::Display for TrainData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(d) => write!(f, "{} local images", d.len()),
+            Self::Shards {
+                set, count, which, ..
+            } => write!(f, "shards {which:?} of {count} of {}", set.short()),
+        }
+    }
+}
+
+impl TrainData {
+    /// The images to train on (a training set is fetched from the cluster and decoded once).
+    async fn load(
+        self,
+        mesh: &crate::mesh::Client,
+        hint: Option<PeerId>,
+    ) -> Result<Arc<Dataset>, String> {
+        let (set, count, which, cache) = match self {
+            Self::Local(d) => return Ok(d),
+            Self::Shards {
+                set,
+                count,
+                which,
+                cache,
+            } => (set, count, which, cache),
+        };
+        let cached = cache.lock().ok().and_then(|c| {
+            c.as_ref()
+                .filter(|(h, _)| *h == set)
+                .map(|(_, d)| d.clone())
+        });
+        let full = match cached {
+            Some(d) => d,
+            None => {
+                let bytes = get_blob(
+                    mesh,
+                    set,
+                    hint.into_iter().collect(),
+                    job::MAX_DATASET_BYTES,
+                    DATASET_FETCH_TIMEOUT,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let d = tokio::task::spawn_blocking(move || job::decode_dataset(&bytes))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                let d = Arc::new(d);
+                if let Ok(mut c) = cache.lock() {
+                    *c = Some((set, d.clone()));
+                }
+                d
+            }
+        };
+        let which: Vec<usize> = which.iter().map(|s| *s as usize).collect();
+        let part = full
+            .shards(&which, count as usize)
+            .map_err(|e| e.to_string())?;
+        if part.is_empty() {
+            return Err("the assigned shards hold no image".into());
+        }
+        Ok(Arc::new(part))
+    }
 }
 
 /// Completions of the contributor's spawned work.
@@ -90,13 +180,28 @@ impl ContributorState {
             });
         }
         tracing::info!(target: "roles::contributor", samples = data.len(), dir = %dir.display(), "training data loaded");
-        let jobs = db
+        let jobs = Self::stored(db)?;
+        Ok(Self::with(Some(Arc::new(data)), jobs))
+    }
+
+    /// A rented machine's state: no data of its own.
+    pub(crate) fn worker(db: &Db) -> Result<Self, RolesError> {
+        Ok(Self::with(None, Self::stored(db)?))
+    }
+
+    fn stored(db: &Db) -> Result<BTreeMap<u64, Participation>, RolesError> {
+        Ok(db
             .scan(PARTICIPATIONS, b"")?
             .into_iter()
             .filter_map(|(k, p)| Some((u64::from_be_bytes(k.as_slice().try_into().ok()?), p)))
-            .collect();
-        Ok(Self {
-            data: Arc::new(data),
+            .collect())
+    }
+
+    fn with(data: Option<Arc<Dataset>>, jobs: BTreeMap<u64, Participation>) -> Self {
+        Self {
+            data,
+            shards: BTreeMap::new(),
+            training_set: Arc::default(),
             jobs,
             queue: VecDeque::new(),
             training: None,
@@ -104,7 +209,7 @@ impl ContributorState {
             claims_in_flight: HashSet::new(),
             pending: Vec::new(),
             last_peer: BTreeMap::new(),
-        })
+        }
     }
 
     /// Queues the actions that redo what was in progress when the node stopped.
@@ -129,11 +234,20 @@ impl Runtime {
         }
     }
 
-    /// Whether this contributor may train for a job.
+    /// Whether this node may train for a job: open jobs on its own data, cluster jobs as a
+    /// member of the cluster (on its own data, or on the job's training set).
     fn may_contribute(&self, job_id: u64) -> bool {
+        let own_data = self.contributor.as_ref().is_some_and(|c| c.data.is_some());
+        let training_set = self
+            .assets(job_id)
+            .is_some_and(|a| a.spec.dataset.is_some());
         self.jobs.get(&job_id).is_some_and(|r| {
             r.status == JobStatus::Open
-                && (r.cluster_id == 0 || self.may_contribute_cluster(r.cluster_id))
+                && if r.cluster_id == 0 {
+                    own_data
+                } else {
+                    self.may_contribute_cluster(r.cluster_id) && (own_data || training_set)
+                }
         })
     }
 
@@ -153,6 +267,24 @@ impl Runtime {
         }
         let job_id = msg.job_id;
         tracing::debug!(target: "roles::contributor", job_id, head = ?msg.head, "round head");
+        let cluster_training = self
+            .assets(job_id)
+            .is_some_and(|a| a.spec.dataset.is_some());
+        if cluster_training {
+            // Train only on what the coordinator assigns this machine, when it assigns any.
+            let me = self.ctx.peer().to_bytes();
+            let Some(plan) = msg.shards.as_ref() else {
+                return;
+            };
+            let mine = plan.shards_of(&me);
+            if let Some(c) = self.contributor.as_mut() {
+                if mine.is_empty() {
+                    c.shards.remove(&job_id);
+                    return;
+                }
+                c.shards.insert(job_id, (plan.shards, mine));
+            }
+        }
         let actions = match self.contributor.as_mut() {
             Some(c) => {
                 c.last_peer.insert(job_id, source);
@@ -217,14 +349,30 @@ impl Runtime {
             let Some(c) = self.contributor.as_mut() else {
                 return;
             };
+            let source = match (assets.spec.dataset, c.data.clone()) {
+                (Some(set), _) => match c.shards.get(&job_id) {
+                    Some((count, which)) => TrainData::Shards {
+                        set,
+                        count: *count,
+                        which: which.clone(),
+                        cache: c.training_set.clone(),
+                    },
+                    None => continue, // no shard for this machine this round
+                },
+                (None, Some(local)) => TrainData::Local(local),
+                (None, None) => continue,
+            };
             c.training = Some((job_id, round));
-            let data = c.data.clone();
             let mesh = self.ctx.mesh.clone();
             let done = self.done_tx.clone();
             let me = self.ctx.eth();
-            tracing::info!(target: "roles::contributor", job_id, round, samples = data.len(), "training");
+            tracing::info!(target: "roles::contributor", job_id, round, data = %source, "training");
             tokio::spawn(async move {
-                let result = train(&mesh, &assets.spec, data, model, hint, job_id, round, me).await;
+                let result = async {
+                    let data = source.load(&mesh, hint).await?;
+                    train(&mesh, &assets.spec, data, model, hint, job_id, round, me).await
+                }
+                .await;
                 let _ = done
                     .send(Done::Contributor(ContribDone::Trained {
                         job_id,
@@ -495,8 +643,13 @@ impl Runtime {
 
 /// Rejections that mean "not now" rather than "bad update": the coordinator is not (yet) the
 /// job's leader on this node's view, or the round moved on.
+/// Rejections that a later try may not meet: the coordinator's chain view lags (it leads
+/// before its watcher reports its own term, so it does not yet count itself in the job's
+/// cluster).
 fn is_transient_rejection(reason: &str) -> bool {
-    reason.contains("does not coordinate") || reason.contains("unknown job")
+    reason.contains("does not coordinate")
+        || reason.contains("unknown job")
+        || reason.contains("is not a member of cluster")
 }
 
 fn already_paid(e: &chain::Error) -> bool {

@@ -41,6 +41,9 @@ pub struct AggregateRecord {
     pub term: u64,
     /// The accepted updates that went in.
     pub updates: Vec<Hash32>,
+    /// The samples each was trained on (its FedAvg weight), in the same order.
+    #[serde(default)]
+    pub samples: Vec<u64>,
     /// The resulting model.
     pub model: Hash32,
     /// Its accuracy, basis points.
@@ -118,6 +121,7 @@ pub(crate) enum CoordDone {
         term: u64,
         round: u64,
         updates: Vec<Hash32>,
+        samples: Vec<u64>,
         result: Result<(Hash32, u16, Arc<Weights>, ServerState), String>,
     },
     /// A round record transaction finished.
@@ -368,6 +372,7 @@ impl Runtime {
                 term,
                 round,
                 updates,
+                samples,
                 result,
             } => {
                 if let Ok((model, accuracy_bps, _, _)) = &result {
@@ -376,6 +381,7 @@ impl Runtime {
                         round,
                         term,
                         updates,
+                        samples,
                         model: *model,
                         accuracy_bps: *accuracy_bps,
                         at_unix_ms: unix_ms(),
@@ -583,6 +589,7 @@ impl Runtime {
                         job_id,
                         coordinator: self.ctx.eth().into_array(),
                         head,
+                        shards: self.shard_plan(job_id),
                     };
                     let mesh = self.ctx.mesh.clone();
                     tokio::spawn(async move {
@@ -668,6 +675,7 @@ impl Runtime {
                 Action::Aggregate { round, updates } => {
                     leader.aggregating = true;
                     let ids: Vec<Hash32> = updates.iter().map(|(o, _)| o.update).collect();
+                    let samples: Vec<u64> = updates.iter().map(|(o, _)| o.samples).collect();
                     let weights: Result<Vec<(Arc<Weights>, u64)>, String> = updates
                         .iter()
                         .map(|(o, _)| {
@@ -729,6 +737,7 @@ impl Runtime {
                                 term,
                                 round,
                                 updates: ids,
+                                samples,
                                 result,
                             }))
                             .await;

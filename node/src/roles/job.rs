@@ -73,6 +73,11 @@ pub struct TrainingJobSpec {
     pub round_timeout_secs: u64,
     /// Largest accepted L2 distance between an update and the global model.
     pub max_update_norm: f64,
+    /// Cluster training: the requester's training set (a dataset blob, shared with the job's
+    /// cluster only). The coordinator cuts it into one shard per rented machine and assigns
+    /// the shards in its round heads; the machines train on what they are assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<crate::hash::Hash32>,
 }
 
 impl TrainingJobSpec {
@@ -241,6 +246,7 @@ mod tests {
             quorum: 1,
             round_timeout_secs: 30,
             max_update_norm: 100.0,
+            dataset: None,
         }
     }
 

@@ -10,9 +10,13 @@
 
 pub mod blobs;
 pub mod cluster;
+pub mod cluster_training;
 pub mod contributor;
 pub mod coordinator;
 pub mod election;
+pub mod infer_requester;
+pub mod infer_worker;
+pub mod inference;
 pub mod job;
 pub mod jobs;
 pub mod machine;
@@ -23,5 +27,6 @@ pub mod rental;
 pub mod requester;
 pub mod round;
 pub mod runtime;
+pub mod shards;
 pub mod subnet;
 pub mod wire;

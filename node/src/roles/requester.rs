@@ -86,6 +86,11 @@ pub struct JobRequest {
     /// Restrict training to a rented cluster (0: open to all contributors).
     #[serde(default)]
     pub cluster_id: u64,
+    /// Cluster training: blob id of the training set (a dataset uploaded with
+    /// `POST /api/blob`), split by the coordinator across the cluster's rented machines.
+    /// Needs `cluster_id`.
+    #[serde(default)]
+    pub dataset_blob: Option<Hash32>,
 }
 
 fn default_model() -> String {
@@ -159,8 +164,8 @@ pub enum RequesterError {
     /// The request is invalid.
     #[error("invalid job request: {0}")]
     Invalid(String),
-    /// The validation blob is missing or not a dataset.
-    #[error("validation set {id}: {reason}")]
+    /// The validation set or training set blob is missing or not a dataset.
+    #[error("dataset {id}: {reason}")]
     Validation {
         /// The blob.
         id: Hash32,
@@ -229,7 +234,14 @@ impl JobRequest {
             quorum: self.quorum.unwrap_or(1).min(self.min_contributors),
             round_timeout_secs: self.round_timeout_secs,
             max_update_norm: self.max_update_norm,
+            dataset: self.dataset_blob,
         };
+        if self.dataset_blob.is_some() && self.cluster_id == 0 {
+            return Err(bad(
+                "a training set (dataset_blob) is trained on a rented cluster: name cluster_id"
+                    .into(),
+            ));
+        }
         spec.check().map_err(|e| bad(e.to_string()))?;
         if self.rounds == 0 || self.rounds > 10_000 {
             return Err(bad(format!("rounds {} must be 1 to 10000", self.rounds)));
@@ -264,18 +276,40 @@ impl JobRequest {
     }
 }
 
-/// Submits a job: checks the validation set, stores the initial weights and the spec as blobs,
-/// deposits the reward pool and creates the job on chain, then tells the roles (which announce
-/// it on the mesh).
-pub async fn submit_job(
-    mesh: &Client,
-    chain: &chain::Client,
-    roles: Option<&RolesHandle>,
-    req: &JobRequest,
-) -> Result<JobSubmitted, RequesterError> {
-    let spec = req.spec()?;
-    let (per_update, pool) = req.rewards()?;
-    let id = req.validation_blob;
+/// How long the requester waits for its node to be a member of the job's cluster.
+const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Makes `blob` private to `cluster_id`'s members on this node (waiting, a little, for this
+/// node to be one: its watcher reads the cluster after the rental).
+async fn share_with_cluster(
+    roles: &RolesHandle,
+    cluster_id: u64,
+    blob: Hash32,
+) -> Result<(), RequesterError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let (reply, shared) = tokio::sync::oneshot::channel();
+        let sent = roles
+            .send(Command::ShareBlob {
+                cluster_id,
+                blob,
+                reply,
+            })
+            .await;
+        if sent && shared.await.unwrap_or(false) {
+            return Ok(());
+        }
+        if started.elapsed() > MEMBERSHIP_WAIT {
+            return Err(RequesterError::Invalid(format!(
+                "this node is not a member of cluster {cluster_id}: rent it with this node's account first"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Images in dataset blob `id`, which must be stored on this node (uploaded).
+async fn stored_dataset_len(mesh: &Client, id: Hash32) -> Result<usize, RequesterError> {
     let blobs = mesh.blobs().clone();
     let bytes = tokio::task::spawn_blocking(move || blobs.read_all(&id))
         .await
@@ -297,6 +331,30 @@ pub async fn submit_job(
             id,
             reason: "empty".into(),
         });
+    }
+    Ok(samples)
+}
+
+/// Submits a job: checks the validation set, stores the initial weights and the spec as blobs,
+/// deposits the reward pool and creates the job on chain, then tells the roles (which announce
+/// it on the mesh).
+pub async fn submit_job(
+    mesh: &Client,
+    chain: &chain::Client,
+    roles: Option<&RolesHandle>,
+    req: &JobRequest,
+) -> Result<JobSubmitted, RequesterError> {
+    let spec = req.spec()?;
+    let (per_update, pool) = req.rewards()?;
+    let samples = stored_dataset_len(mesh, req.validation_blob).await?;
+    if let Some(dataset) = req.dataset_blob {
+        let n = stored_dataset_len(mesh, dataset).await?;
+        tracing::info!(target: "roles::requester", samples = n, "training set for the cluster");
+    }
+    let id = req.validation_blob;
+    if let (Some(set), Some(roles)) = (req.dataset_blob, roles) {
+        // The training set is the cluster's only, from before anyone hears of the job.
+        share_with_cluster(roles, req.cluster_id, set).await?;
     }
     let weights = Weights::init(&spec.model, spec.train.seed);
     let weights_bytes = weights

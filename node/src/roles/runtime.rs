@@ -222,6 +222,8 @@ pub(crate) enum Done {
     Provider(super::provider::ProvDone),
     /// Cluster subnet completions.
     Subnet(super::subnet::SubnetDone),
+    /// An inference output to share with its cluster.
+    InferShare(super::infer_worker::ShareRequest),
 }
 
 /// A job's decoded spec and, where needed, its validation set.
@@ -263,6 +265,12 @@ pub(crate) struct Runtime {
     pub(crate) pending_announce: VecDeque<u64>,
     pub(crate) provider: Option<ProviderRole>,
     pub(crate) clusters: super::subnet::Clusters,
+    /// Inference parts this machine runs at once (one: the compute time billed is its own).
+    pub(crate) infer_slots: Arc<tokio::sync::Semaphore>,
+    /// Peers whose connections to this node dropped (cluster machines count as departed).
+    pub(crate) gone: HashSet<PeerId>,
+    /// When each departed machine was last dialled.
+    pub(crate) redial_ms: HashMap<PeerId, u64>,
 }
 
 /// Milliseconds since the epoch.
@@ -292,6 +300,8 @@ pub fn spawn(
         None if ctx.config.roles.contribute => {
             return Err(RolesError::Config("--contribute needs --data DIR".into()));
         }
+        // A provider's machine trains cluster jobs on the shards it is assigned.
+        _ if ctx.config.roles.provide => Some(ContributorState::worker(&ctx.db)?),
         _ => None,
     };
     let provider = match &ctx.config.provider {
@@ -342,6 +352,9 @@ pub fn spawn(
         pending_announce: VecDeque::new(),
         provider,
         clusters: super::subnet::Clusters::new(ops_tx),
+        infer_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        gone: HashSet::new(),
+        redial_ms: HashMap::new(),
     };
     tokio::spawn(super::subnet::apply_ops(rt.ctx.mesh.clone(), ops_rx));
     let task = tokio::spawn(async move { rt.run(events, chain_events, cmd_rx, done_rx).await });
@@ -452,8 +465,10 @@ impl Runtime {
                 RpcRequest::OfferUpdate(offer) => {
                     self.on_offer(Some(peer), offer, Waiter::Mesh(channel))
                 }
+                RpcRequest::InferTask(task) => self.on_infer_task(peer, task, channel),
             },
-            mesh::Event::PeerConnected { .. } | mesh::Event::PeerDisconnected { .. } => {}
+            mesh::Event::PeerConnected { peer } => self.on_peer_connected(peer),
+            mesh::Event::PeerDisconnected { peer } => self.on_peer_disconnected(peer),
         }
     }
 
@@ -622,8 +637,10 @@ impl Runtime {
         if record.status == JobStatus::Finished {
             return;
         }
+        // Providers follow cluster jobs: their machines may be the ones that train.
         let wants = self.ctx.config.roles.coordinator
             || self.ctx.config.roles.contribute
+            || (self.ctx.config.roles.provide && record.cluster_id != 0)
             || record.requester == self.ctx.eth().into_array();
         if !wants {
             return;
@@ -757,6 +774,7 @@ impl Runtime {
             },
             Done::Provider(d) => self.on_provider_done(d),
             Done::Subnet(d) => self.on_subnet_done(d),
+            Done::InferShare(r) => self.on_infer_share(r),
             Done::Registered(r) => {
                 self.registering = false;
                 match r {

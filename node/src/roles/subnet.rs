@@ -4,7 +4,7 @@
 //! this node is one of them, subscribes to `quackmesh/1/cluster/<clusterId>` and hands the
 //! member list to the mesh ([`Client::set_topic_members`]), which then rejects gossip authored
 //! or relayed by anyone else and refuses to publish for a node that left. Blobs shared with a
-//! cluster (the spec and validation set of a job naming it, or one shared through the API) get
+//! cluster (the training set of a cluster-training job, or one shared through the API) get
 //! the same list as their access list ([`Client::set_blob_access`]). Clusters are read again
 //! every [`CLUSTER_REFRESH_MS`] by their members while they run, so a rental that expires by chain
 //! time drops out.
@@ -87,6 +87,10 @@ pub(crate) async fn apply_ops(mesh: Client, mut ops: mpsc::Receiver<MeshOp>) {
 pub(crate) fn ops_channel() -> (mpsc::Sender<MeshOp>, mpsc::Receiver<MeshOp>) {
     mpsc::channel(OPS_CAPACITY)
 }
+
+/// A cluster's machines: every rental's PeerId in chain order, and the running ones with
+/// their listed multiaddr.
+pub(crate) type ClusterMachines = (Vec<PeerBytes>, Vec<(PeerBytes, String)>);
 
 /// A note seen on a cluster topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +428,21 @@ impl Runtime {
             .is_some_and(|m| m.contains(&peer.to_bytes()))
     }
 
+    /// A cluster's rented machines as last read: every rental's machine in chain order (the
+    /// shards' homes), and those whose rental runs now with their listed multiaddr.
+    pub(crate) fn cluster_machines(&self, cluster_id: u64) -> Option<ClusterMachines> {
+        let e = self.clusters.entries.get(&cluster_id)?;
+        let f = e.facts.as_ref()?;
+        let homes = f.rentals.iter().map(|r| r.peer_id.clone()).collect();
+        let running = f
+            .rentals
+            .iter()
+            .filter(|r| r.is_active(e.chain_now))
+            .map(|r| (r.peer_id.clone(), r.multiaddr.clone()))
+            .collect();
+        Some((homes, running))
+    }
+
     /// This node's view of a cluster subnet.
     pub(crate) fn cluster_view(&self, cluster_id: u64) -> Option<ClusterMeshView> {
         let e = self.clusters.entries.get(&cluster_id)?;
@@ -454,7 +473,12 @@ impl Runtime {
                 if j.holder != [0; 20] {
                     holders.push(j.holder);
                 }
-                job_blobs.extend([j.spec, j.validation]);
+                // A cluster-training job's training set is the cluster's only. Its spec and
+                // validation set stay public: coordinator-eligible nodes need them before one
+                // of them holds the term (and so becomes a member).
+                if let Some(set) = self.assets(j.job_id).and_then(|a| a.spec.dataset) {
+                    job_blobs.push(set);
+                }
             }
         }
         let Some(entry) = self.clusters.entries.get_mut(&cluster_id) else {
@@ -572,6 +596,7 @@ pub(crate) async fn load_cluster(
             peer_id: m.peerId.to_vec(),
             end: r.end,
             ended_at: (r.endedAt != 0).then_some(r.endedAt),
+            multiaddr: m.multiaddr,
         });
     }
     let now = chain.block_timestamp().await.map_err(|e| e.to_string())?;

@@ -74,6 +74,9 @@ pub struct RoundHeadMsg {
     pub coordinator: EthAddress,
     /// Round, model, accuracy, term, the open round and its deadline.
     pub head: Head,
+    /// Cluster training: which rented machine trains on which shard of the job's training set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<super::shards::ShardPlan>,
 }
 
 /// A contributor offers its update to the job's coordinator (RPC).
@@ -135,6 +138,9 @@ impl RoundHeadMsg {
         if h.term == 0 || !open_ok || h.accuracy_bps.is_some_and(|a| a > 10_000) {
             return Err(MessageError::Invalid("inconsistent round head".into()));
         }
+        if let Some(plan) = &self.shards {
+            plan.validate()?;
+        }
         Ok(())
     }
 }
@@ -161,5 +167,59 @@ impl UpdateVerdict {
     pub fn rejected(reason: impl Into<String>) -> Self {
         let reason: String = reason.into().chars().take(MAX_REASON_CHARS).collect();
         Self::Rejected { reason }
+    }
+}
+
+/// A requester asks a rented worker to run one part of an InferencePool job (RPC). The worker
+/// checks it against the job on chain, runs it, posts the result there and answers
+/// [`InferDone`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferTask {
+    /// The chain the job lives on.
+    pub chain_id: u64,
+    /// The InferencePool job.
+    pub job_id: u64,
+    /// Its cluster (the worker serves only its cluster's renter).
+    pub cluster_id: u64,
+    /// The part to run.
+    pub part: u32,
+    /// The job's parts.
+    pub parts: u32,
+    /// The part's first image.
+    pub start: u64,
+    /// The part's images.
+    pub count: u64,
+    /// The model blob (safetensors weights).
+    pub model: Hash32,
+    /// The input blob (an IDX file of 28x28 images).
+    pub input: Hash32,
+}
+
+/// A worker ran a part and posted its result on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InferDone {
+    /// The job.
+    pub job_id: u64,
+    /// The part.
+    pub part: u32,
+    /// The output blob ([`PartOutput`](super::inference::PartOutput)), the hash on chain.
+    pub result: Hash32,
+    /// The compute time posted, ms.
+    pub compute_ms: u64,
+    /// What the contract paid for it (wei, decimal; capped by the job's deposit).
+    pub payment: String,
+}
+
+impl InferTask {
+    /// Field bounds.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        let sane = (1..=super::inference::MAX_PARTS).contains(&self.parts)
+            && self.part < self.parts
+            && self.count > 0
+            && self.start.checked_add(self.count).is_some();
+        if !sane {
+            return Err(MessageError::Invalid("malformed inference task".into()));
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use std::{collections::BTreeSet, sync::atomic::Ordering, time::Duration};
 
 use quackmesh::{
     api::blob::PutResponse,
+    roles::coordinator::AggregateRecord,
     roles::market::ClusterRented,
     roles::subnet::ClusterMeshView,
     test_utils::{mesh::NodeProcess, roles::Federation},
@@ -275,4 +276,113 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
         })
         .await;
     }
+}
+
+/// Cluster training: a coordinator, the renter and two rented machines. The renter submits a
+/// 3-round MLP job naming the cluster and a training set (20,000 real MNIST training images)
+/// that only the cluster can fetch; the coordinator gives each machine one shard.
+/// One machine is killed as round 2 opens: its shard moves to the other, which trains on the
+/// whole set from then on, and the job completes above 90 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_training_moves_a_dead_machines_shard_and_completes() {
+    let (train, test) = quackmesh::test_utils::learn::load_full()
+        .expect("full MNIST missing: run scripts/fetch-mnist.sh");
+    let (train, test) = (train.take(20_000), test.take(2_000));
+    let mut f = Federation::start(bin()).await;
+    let coord = f.node("coord", 1, &["--coordinator"]);
+    let renter = f.node("renter", 5, &[]);
+    let provide = ["--provide", "--price", "1", "--withdraw-every", "3600"];
+    let w1 = f.node("w1", 2, &provide);
+    let mut w2 = f.node("w2", 3, &provide);
+    for p in [&w1, &w2] {
+        listed(&f, p).await;
+    }
+    let rented: ClusterRented = cli_json(
+        &f,
+        &[
+            "market",
+            "rent",
+            "--machines",
+            "2",
+            "--hours",
+            "2",
+            "--dev-account",
+            "5",
+            "--json",
+        ],
+    )
+    .await;
+    let cid = rented.cluster_id;
+    for p in [&w1, &w2] {
+        wait_for("renter admitted", Duration::from_secs(60), || async {
+            let v = try_view(p, cid).await?;
+            (v.member && v.members.contains(&renter.peer_id.to_string())).then_some(())
+        })
+        .await;
+    }
+
+    // The training set goes to the renter's node; the job names it and the cluster.
+    let http = reqwest::Client::new();
+    let put: PutResponse = http
+        .post(format!("{}/api/blob", renter.api_url))
+        .body(train.to_bytes().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut req = quackmesh::test_utils::roles::request(3, 2);
+    req.cluster_id = cid;
+    req.dataset_blob = Some(put.id);
+    req.round_timeout_secs = 12;
+    let job = f.submit(&renter.api_url, &test, req).await;
+
+    // Round 1: each machine trains its own half.
+    let _ = f
+        .wait_job(&renter.api_url, job.job_id, Duration::from_secs(120), |r| {
+            !r.rounds_done.is_empty()
+        })
+        .await;
+    w2.kill();
+    let agg = |round: u64| {
+        let f = &f;
+        let coord = &coord;
+        async move {
+            let all: Vec<AggregateRecord> = f
+                .get(
+                    &coord.api_url,
+                    &format!("/api/job/{}/aggregates", job.job_id),
+                )
+                .await;
+            all.into_iter().find(|a| a.round == round)
+        }
+    };
+    let first = agg(1).await.expect("round 1 aggregated here");
+    assert_eq!(first.samples, vec![10_000, 10_000], "{first:?}");
+    // The job completes; after the kill the survivor trains on both shards.
+    let done = f
+        .wait_job(&renter.api_url, job.job_id, Duration::from_secs(150), |r| {
+            r.rounds_done.len() == 3
+        })
+        .await;
+    let last = agg(3).await.expect("round 3 aggregated here");
+    assert_eq!(last.samples, vec![20_000], "{last:?}");
+    let acc = f64::from(done.rounds_done[2].accuracy_bps) / 10_000.0;
+    assert!(acc >= 0.90, "final accuracy {acc}");
+    // The survivor was paid for the last round (it is a provider of the cluster).
+    let w1_eth = quackmesh::test_utils::chain::Devnet::signer(2).address();
+    let paid = f
+        .wait_job(&renter.api_url, job.job_id, Duration::from_secs(30), |r| {
+            r.rewards.iter().any(|x| x.round == 3)
+        })
+        .await;
+    assert!(
+        paid.rewards
+            .iter()
+            .filter(|x| x.round == 3)
+            .all(|x| alloy::primitives::Address::from(x.contributor) == w1_eth),
+        "{:?}",
+        paid.rewards
+    );
 }

