@@ -4,9 +4,10 @@
 //! resolver; QUIC via libp2p-tls, which puts TLS_CHACHA20_POLY1305_SHA256 first), so the
 //! ceiling is ring's ChaCha20-Poly1305 sealing the same bytes on one core.
 //!
-//! Also measured, to show where the time goes: BLAKE3 chunk hashing, redb chunk commits, and
-//! the request pipeline alone (chunk requests answered from the store, nothing verified or
-//! written by the fetcher).
+//! Also measured, to show where the time goes: BLAKE3 chunk hashing, chunk store writes (file,
+//! fdatasync, redb index), libp2p alone (request-response with 1 MiB responses, and one raw
+//! stream with 1 MiB writes), and the old request-response pipeline (chunk requests answered
+//! from the store, nothing verified or written by the fetcher).
 //!
 //! Run: `cargo bench --bench mesh`. Env: `QM_BENCH_MIB` (default 128), `QM_BENCH_RUNS`
 //! (default 3; the best run of each measurement is reported), `QM_BENCH_DEPTH` (chunk requests
@@ -55,8 +56,57 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-fn best<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Duration {
-    (0..runs).map(|_| f()).min().unwrap_or_default()
+/// Wall time and the CPU time this process used meanwhile (every thread: both peers of a
+/// link run in this process), compared by wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Timed {
+    const SKIPPED: Timed = Timed {
+        wall: Duration::MAX,
+        cpu: Duration::ZERO,
+    };
+}
+
+/// CPU time used by this process so far (user + system, all threads), from /proc.
+fn cpu_now() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Timed) {
+    let c0 = cpu_now();
+    let t0 = Instant::now();
+    let out = f();
+    let wall = t0.elapsed();
+    (
+        out,
+        Timed {
+            wall,
+            cpu: cpu_now().saturating_sub(c0),
+        },
+    )
+}
+
+fn best<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Timed {
+    (0..runs)
+        .map(|_| {
+            let (d, t) = timed(&mut f);
+            Timed { wall: d, ..t }
+        })
+        .min()
+        .unwrap_or(Timed::SKIPPED)
 }
 
 /// Seals `data` in records of `record` bytes with ring's ChaCha20-Poly1305 (one core).
@@ -91,7 +141,8 @@ fn hash_chunks(data: &[u8]) -> Duration {
     start.elapsed()
 }
 
-/// Commits every chunk of `data` into a fresh store, 8 per transaction (as a fetch does).
+/// Stores every chunk of `data` in a fresh store, 8 per batch (file write, fdatasync, redb
+/// index commit).
 fn store_writes(data: &[u8]) -> Duration {
     let dir = tempfile::tempdir().expect("dir");
     let store = BlobStore::open(Db::open_dir(dir.path()).expect("db")).expect("store");
@@ -159,6 +210,12 @@ async fn node(
         c.mesh.fetch.total = c.mesh.fetch.total.max(depth);
         c.mesh.upload_slots = depth;
         c.mesh.upload_queue_per_peer = c.mesh.upload_queue_per_peer.max(depth);
+    }
+    if let Some(n) = std::env::var("QM_BENCH_PIPES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.mesh.chunk_streams_per_peer = n;
     }
     c.listen = vec![listen.parse().expect("multiaddr")];
     c.api_addr = "127.0.0.1:0".parse().expect("addr");
@@ -348,9 +405,144 @@ async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
     d
 }
 
+fn stream_swarm(quic: bool) -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    use libp2p::{noise, tcp, yamux};
+    let behaviour = |_: &libp2p::identity::Keypair| libp2p_stream::Behaviour::new();
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    if quic {
+        builder
+            .with_quic_config(|mut c| {
+                c.max_stream_data = 16 * 1024 * 1024;
+                c.max_connection_data = 64 * 1024 * 1024;
+                c
+            })
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .with_swarm_config(idle)
+            .build()
+    } else {
+        builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .expect("tcp")
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .with_swarm_config(idle)
+            .build()
+    }
+}
+
+/// libp2p alone over `streams` raw streams (`libp2p-stream`) of one connection: `total` bytes
+/// written in 1 MiB writes, split over the streams, and read on the other side; no framing,
+/// store or hashing. The transport's own ceiling.
+async fn raw_stream(quic: bool, total: usize, streams: usize) -> Duration {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    use libp2p::swarm::SwarmEvent;
+    let proto = libp2p::StreamProtocol::new("/bench/stream/1");
+    let mut server = stream_swarm(quic);
+    let listen = if quic {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        "/ip4/127.0.0.1/tcp/0"
+    };
+    server
+        .listen_on(listen.parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    let mut incoming = server
+        .behaviour()
+        .new_control()
+        .accept(proto.clone())
+        .expect("accept");
+    let server_task = tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+    let per_stream = total / MIB / streams * MIB;
+    let reader = tokio::spawn(async move {
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let (_, mut s) = incoming.next().await.expect("stream");
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; MIB];
+                let mut got = 0;
+                while got < per_stream {
+                    let n = s.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                got
+            }));
+        }
+        let mut got = 0;
+        for r in readers {
+            got += r.await.expect("reader");
+        }
+        got
+    });
+    let mut client = stream_swarm(quic);
+    let control = client.behaviour().new_control();
+    client
+        .dial(addr.with_p2p(server_id).expect("p2p"))
+        .expect("dial");
+    let client_task = tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+    let mut opened = Vec::new();
+    for _ in 0..streams {
+        let mut c = control.clone();
+        opened.push(
+            c.open_stream(server_id, proto.clone())
+                .await
+                .expect("open stream"),
+        );
+    }
+    let start = Instant::now();
+    let writers: Vec<_> = opened
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let payload = vec![0xA5u8; MIB];
+                let mut sent = 0;
+                while sent < per_stream {
+                    s.write_all(&payload).await.expect("write");
+                    sent += MIB;
+                }
+                s.flush().await.expect("flush");
+                s
+            })
+        })
+        .collect();
+    let mut keep = Vec::new();
+    for w in writers {
+        keep.push(w.await.expect("writer"));
+    }
+    let got = reader.await.expect("reader");
+    let d = start.elapsed();
+    assert_eq!(got, per_stream * streams);
+    drop(keep);
+    server_task.abort();
+    client_task.abort();
+    d
+}
+
 struct Link {
-    pipeline: Duration,
-    fetch: Duration,
+    pipeline: Timed,
+    fetch: Timed,
 }
 
 async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link {
@@ -363,8 +555,8 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
         .expect("put");
     let id = m.id().expect("id");
     let boot = origin.p2p_addrs();
-    let mut best_pipe = Duration::MAX;
-    let mut best_fetch = Duration::MAX;
+    let mut best_pipe = Timed::SKIPPED;
+    let mut best_fetch = Timed::SKIPPED;
     for run in 0..runs {
         let fdir = tempfile::tempdir().expect("dir");
         let fetcher = node(fdir.path(), listen, boot.clone()).await;
@@ -374,23 +566,30 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
             .blob_request(origin.peer_id, BlobRequest::Have { id })
             .await;
         let per_peer = fetcher.client.config().fetch.per_peer;
+        let c0 = cpu_now();
         let (bytes, d) = pipeline(&fetcher, origin.peer_id, id, m.chunk_count(), per_peer).await;
         assert_eq!(bytes, blob.len());
-        best_pipe = best_pipe.min(d);
+        best_pipe = best_pipe.min(Timed {
+            wall: d,
+            cpu: cpu_now().saturating_sub(c0),
+        });
         let opts = FetchOptions {
             only_from: Some(vec![origin.peer_id]),
             announce: false,
             ..FetchOptions::default()
         };
+        let c0 = cpu_now();
         let start = Instant::now();
         let report = fetcher.client.fetch_blob(id, opts).await.expect("fetch");
         let d = start.elapsed();
+        let cpu = cpu_now().saturating_sub(c0);
         assert_eq!(report.chunks_fetched, m.chunk_count());
-        best_fetch = best_fetch.min(d);
+        best_fetch = best_fetch.min(Timed { wall: d, cpu });
         eprintln!(
-            "  {name} run {run}: pipeline {:.0} MB/s, fetch {:.0} MB/s",
-            mbps(bytes, best_pipe),
-            mbps(blob.len(), d)
+            "  {name} run {run}: pipeline {:.0} MB/s, fetch {:.0} MB/s ({:.2} CPU ns/B)",
+            mbps(bytes, best_pipe.wall),
+            mbps(blob.len(), d),
+            cpu.as_nanos() as f64 / blob.len() as f64
         );
         fetcher.shutdown().await;
     }
@@ -408,15 +607,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn best_async<F, Fut>(rt: &tokio::runtime::Runtime, runs: usize, mut f: F) -> Duration
+fn best_async<F, Fut>(rt: &tokio::runtime::Runtime, runs: usize, mut f: F) -> Timed
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Duration>,
 {
     (0..runs)
-        .map(|_| rt.block_on(f()))
+        .map(|_| {
+            let (d, t) = timed(|| rt.block_on(f()));
+            Timed { wall: d, ..t }
+        })
         .min()
-        .unwrap_or_default()
+        .unwrap_or(Timed::SKIPPED)
 }
 
 fn main() {
@@ -431,6 +633,26 @@ fn main() {
         .build()
         .expect("runtime");
 
+    let streams = env_usize("QM_BENCH_STREAMS", 4);
+    let stream_tcp1 = best_async(&rt, runs, || raw_stream(false, len, 1));
+    let stream_tcp = best_async(&rt, runs, || raw_stream(false, len, streams));
+    let stream_quic1 = best_async(&rt, runs, || raw_stream(true, len, 1));
+    let stream_quic = best_async(&rt, runs, || raw_stream(true, len, streams));
+    if only == "stream" {
+        for (what, d) in [
+            ("tcp 1 stream", stream_tcp1),
+            ("tcp n streams", stream_tcp),
+            ("quic 1 stream", stream_quic1),
+            ("quic n streams", stream_quic),
+        ] {
+            println!(
+                "{what}: {:.0} MB/s, {:.2} CPU ns/B",
+                mbps(len, d.wall),
+                d.cpu.as_nanos() as f64 / len as f64
+            );
+        }
+        return;
+    }
     // Baselines, all in this run.
     let seal_noise = best(runs, || seal(&blob, NOISE_RECORD));
     let seal_quic = best(runs, || seal(&blob, QUIC_RECORD));
@@ -445,21 +667,25 @@ fn main() {
             rt.block_on(link(name, listen, blob.clone(), runs))
         } else {
             Link {
-                pipeline: Duration::MAX,
-                fetch: Duration::MAX,
+                pipeline: Timed::SKIPPED,
+                fetch: Timed::SKIPPED,
             }
         }
     };
     let tcp_link = run_link("tcp+noise+yamux", "/ip4/127.0.0.1/tcp/0");
     let quic_link = run_link("quic", "/ip4/127.0.0.1/udp/0/quic-v1");
 
-    let ceiling = mbps(len, seal_noise);
-    let row = |what: &str, d: Duration| {
-        let v = mbps(len, d);
-        println!("  {what:<58} {v:>7.0} MB/s  {:>5.2}x ceiling", v / ceiling);
+    let ceiling = mbps(len, seal_noise.wall);
+    let row = |what: &str, t: Timed| {
+        let v = mbps(len, t.wall);
+        let cpu = t.cpu.as_nanos() as f64 / len as f64;
+        println!(
+            "  {what:<66} {v:>6.0} MB/s {:>5.2}x ceiling {cpu:>5.2} CPU ns/B",
+            v / ceiling
+        );
     };
     println!(
-        "mesh link benchmark: {mib} MiB, best of {runs} runs, loopback, {} cores, {depth} chunk requests in flight",
+        "mesh link benchmark: {mib} MiB, best of {runs} runs, loopback, {} cores, {depth} chunk requests in flight; CPU ns/B: CPU time of this process (both peers) per byte moved",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -475,23 +701,39 @@ fn main() {
     );
     row("plain TCP copy", tcp);
     row("BLAKE3 of 1 MiB chunks", hashing);
-    row("redb commits of 1 MiB chunks, 8 per transaction", writes);
+    row(
+        "chunk store: 8 chunks a batch, pwrite + fdatasync + redb index",
+        writes,
+    );
     row("libp2p request-response alone, TCP+Noise+Yamux", raw_tcp);
     row("libp2p request-response alone, QUIC", raw_quic);
+    row(
+        "libp2p raw stream alone, TCP+Noise+Yamux, 1 stream",
+        stream_tcp1,
+    );
+    row(
+        &format!("libp2p raw streams alone, TCP+Noise+Yamux, {streams} streams"),
+        stream_tcp,
+    );
+    row("libp2p raw stream alone, QUIC, 1 stream", stream_quic1);
+    row(
+        &format!("libp2p raw streams alone, QUIC, {streams} streams"),
+        stream_quic,
+    );
     for (name, l) in [("TCP+Noise+Yamux", &tcp_link), ("QUIC", &quic_link)] {
         println!("mesh over {name}");
         row(
-            "chunk requests served from the store (no verify/store)",
+            "request-response chunk requests from the store (no verify/store)",
             l.pipeline,
         );
-        row("blob fetch (verify + commit to redb)", l.fetch);
+        row("blob fetch over chunk streams (verify + store)", l.fetch);
         println!(
             "  {:<58} {:>12.2}x",
             "blob fetch vs plain TCP copy",
-            mbps(len, l.fetch) / mbps(len, tcp)
+            mbps(len, l.fetch.wall) / mbps(len, tcp.wall)
         );
     }
-    let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch));
+    let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch).wall);
     println!(
         "faster transport: blob fetch at {:.2}x the cipher ceiling (target >= 0.5x)",
         best_fetch / ceiling

@@ -1,7 +1,7 @@
 //! The one `NetworkBehaviour` of a QuackMesh node: connection limits, gossipsub (signed,
 //! validated by us before forwarding, explicit size cap, peer scoring), Kademlia (our own
 //! protocol id, always in server mode), identify, ping, request-response for blobs and for
-//! application RPC (explicit byte caps each), and mDNS behind a toggle that is off unless asked.
+//! application RPC (explicit byte caps each), raw streams for chunk transfer, and mDNS behind a toggle that is off unless asked.
 
 use std::{
     collections::HashMap,
@@ -71,6 +71,8 @@ pub struct Behaviour {
     pub blob: request_response::Behaviour<BlobCodec>,
     /// Application RPC.
     pub rpc: request_response::Behaviour<RpcCodec>,
+    /// Raw streams: chunk transfer ([`crate::mesh::blob::stream`]).
+    pub stream: libp2p_stream::Behaviour,
     /// LAN discovery, only with `--mdns`.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -200,6 +202,7 @@ impl Behaviour {
             ping: ping::Behaviour::default(),
             blob,
             rpc,
+            stream: libp2p_stream::Behaviour::new(),
             mdns: Toggle::from(mdns),
         })
     }

@@ -131,6 +131,17 @@ pub struct Client {
     metrics: MeshMetrics,
     cfg: Arc<MeshConfig>,
     fetches: Arc<Mutex<Fetches>>,
+    streams: StreamControl,
+}
+
+/// Opens raw streams to peers (chunk transfer); `libp2p_stream::Control` is not `Debug`.
+#[derive(Clone)]
+struct StreamControl(libp2p_stream::Control);
+
+impl std::fmt::Debug for StreamControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamControl")
+    }
 }
 
 impl Client {
@@ -140,8 +151,10 @@ impl Client {
         blobs: Arc<BlobStore>,
         metrics: MeshMetrics,
         cfg: Arc<MeshConfig>,
+        streams: libp2p_stream::Control,
     ) -> Self {
         Self {
+            streams: StreamControl(streams),
             commands,
             local_peer_id,
             blobs,
@@ -165,6 +178,11 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
         rx.await.map_err(|_| MeshError::Shutdown)
+    }
+
+    /// A handle that opens raw streams to peers (the chunk stream protocol).
+    pub(crate) fn stream_control(&self) -> libp2p_stream::Control {
+        self.streams.0.clone()
     }
 
     /// This node's PeerId.

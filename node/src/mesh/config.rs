@@ -31,6 +31,10 @@ pub struct MeshConfig {
     pub upload_queue: usize,
     /// Upload rate limit for blob chunks, bytes per second (`None`: unlimited).
     pub upload_bytes_per_sec: Option<u64>,
+    /// Chunk streams a fetch opens to each holder (requests are pipelined on each; a holder
+    /// accepts at most `blob::stream::MAX_STREAMS_PER_PEER` from one peer). Several streams
+    /// beat one: each Yamux stream has its own flow-control window.
+    pub chunk_streams_per_peer: usize,
     /// How chunk requests are spread over holders.
     pub fetch: SchedulerConfig,
     /// A fetch fails after this long without a new chunk.
@@ -59,6 +63,7 @@ impl Default for MeshConfig {
             upload_queue_per_peer: 8,
             upload_queue: 256,
             upload_bytes_per_sec: None,
+            chunk_streams_per_peer: 2,
             fetch: SchedulerConfig {
                 per_peer: 4,
                 total: 16,

@@ -1,5 +1,6 @@
 //! [`EventLoop`]: owns the `Swarm`, and `select!`s over swarm events, client commands, finished
-//! blob-serving tasks and the Kademlia warm-up timer. Every handler is short and never blocks:
+//! blob-serving tasks and the Kademlia warm-up timer; it spawns the chunk stream server
+//! ([`ChunkServer`]), which runs beside it. Every handler is short and never blocks:
 //! store reads for serving run in `spawn_blocking` tasks that report back through a channel.
 
 use std::{
@@ -21,6 +22,7 @@ use crate::mesh::{
     behaviour::{Behaviour, BehaviourEvent, speaks_kad, topic_score_params},
     blob::{
         BlobRequest, BlobResponse, BlobStore, serve,
+        stream::ChunkServer,
         uploads::{ChunkSpread, TokenBucket, UploadQueue},
     },
     client::Command,
@@ -36,7 +38,7 @@ const SERVED_BUFFER: usize = 256;
 /// Kademlia bootstrap rounds at start-up (seconds after start), before the periodic interval.
 const BOOTSTRAP_WARMUP_SECS: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// Burst allowed by the upload rate limiter.
-const UPLOAD_BURST_BYTES: u64 = 2 * 1024 * 1024;
+pub(crate) const UPLOAD_BURST_BYTES: u64 = 2 * 1024 * 1024;
 
 type Pending<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, MeshError>>>;
 
@@ -70,6 +72,7 @@ pub struct EventLoop {
     pending_dial: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, MeshError>>)>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     topic_members: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
+    chunk_server: Option<(Arc<ChunkServer>, libp2p_stream::IncomingStreams)>,
     connected: HashSet<PeerId>,
     started: Instant,
     warmup_round: usize,
@@ -83,7 +86,9 @@ impl EventLoop {
         blobs: Arc<BlobStore>,
         metrics: MeshMetrics,
         cfg: Arc<MeshConfig>,
+        chunk_streams: libp2p_stream::IncomingStreams,
     ) -> Self {
+        let chunk_server = Arc::new(ChunkServer::new(blobs.clone(), metrics.clone(), &cfg));
         let (served_tx, served_rx) = mpsc::channel(SERVED_BUFFER);
         let limiter = cfg.upload_bytes_per_sec.map(|rate| {
             Arc::new(Mutex::new(TokenBucket::new(
@@ -113,6 +118,7 @@ impl EventLoop {
             pending_dial: HashMap::new(),
             pending_providers: HashMap::new(),
             topic_members: HashMap::new(),
+            chunk_server: Some((chunk_server, chunk_streams)),
             connected: HashSet::new(),
             started: Instant::now(),
             warmup_round: 0,
@@ -122,6 +128,11 @@ impl EventLoop {
     /// Runs until [`Client::shutdown`](crate::mesh::Client::shutdown) or until every client
     /// is dropped.
     pub async fn run(mut self) {
+        // Chunk streams are served by their own tasks, beside the loop.
+        let chunk_server = self
+            .chunk_server
+            .take()
+            .map(|(server, incoming)| tokio::spawn(server.run(incoming)));
         loop {
             let next_bootstrap = BOOTSTRAP_WARMUP_SECS
                 .get(self.warmup_round)
@@ -143,6 +154,9 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
+        }
+        if let Some(task) = chunk_server {
+            task.abort();
         }
         tracing::info!(target: "mesh", "event loop stopped");
     }
@@ -449,6 +463,7 @@ impl EventLoop {
             BehaviourEvent::Ping(_) => {}
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Rpc(ev) => self.on_rpc(ev),
+            BehaviourEvent::Stream(()) => {}
             BehaviourEvent::Mdns(ev) => self.on_mdns(ev),
         }
     }

@@ -48,7 +48,7 @@ use crate::mesh::{
     behaviour::Behaviour,
     blob::BlobStore,
     message::{GossipBody, RpcRequest, RpcResponse},
-    topics::Topic,
+    topics::{CHUNK_PROTOCOL, Topic},
 };
 
 /// Largest QUIC stream window: one chunk response fits without waiting for credit.
@@ -142,6 +142,10 @@ pub fn new(
         swarm.add_external_address(addr.clone());
     }
 
+    let mut streams = swarm.behaviour().stream.new_control();
+    let chunk_streams = streams
+        .accept(CHUNK_PROTOCOL)
+        .map_err(|e| MeshError::Build(format!("chunk streams: {e}")))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(cfg.command_buffer);
     let (event_tx, event_rx) = mpsc::channel(cfg.event_buffer);
     let local_peer_id = *swarm.local_peer_id();
@@ -152,7 +156,8 @@ pub fn new(
         blobs.clone(),
         metrics.clone(),
         cfg.clone(),
+        streams,
     );
-    let event_loop = EventLoop::new(swarm, cmd_rx, event_tx, blobs, metrics, cfg);
+    let event_loop = EventLoop::new(swarm, cmd_rx, event_tx, blobs, metrics, cfg, chunk_streams);
     Ok((client, event_rx, event_loop))
 }

@@ -16,6 +16,9 @@ pub const TOPIC_PREFIX: &str = "quackmesh";
 /// Blob exchange (manifests, have-bitfields, chunks).
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/blob/1");
 
+/// Chunk transfer over long-lived streams (see [`crate::mesh::blob::stream`]).
+pub const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/chunk/1");
+
 /// Application RPC (node status now; update submission, attestation, inference later).
 pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/rpc/1");
 

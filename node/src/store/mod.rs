@@ -9,7 +9,11 @@
 //! Calls are synchronous and may wait for the disk: async callers with large writes should use
 //! `tokio::task::spawn_blocking`.
 
-use std::{marker::PhantomData, path::Path, sync::Arc};
+use std::{
+    marker::PhantomData,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
@@ -108,6 +112,7 @@ pub type PlainTree = Tree<Plain>;
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Database>,
+    dir: Arc<PathBuf>,
 }
 
 impl std::fmt::Debug for Db {
@@ -132,9 +137,20 @@ impl Db {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Self {
             inner: Arc::new(db),
+            dir: Arc::new(dir),
         })
+    }
+
+    /// The directory holding the store file (other files of the node's state live beside it,
+    /// e.g. blob chunk files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Stores `value` under `key`, replacing any previous value; durable on return.

@@ -20,7 +20,7 @@ use libp2p::{
 use crate::{
     config::NodeConfig,
     mesh::{
-        blob::{BlobId, store::CHUNKS},
+        blob::BlobId,
         codec::read_capped,
         topics::{BLOB_PROTOCOL, RPC_PROTOCOL},
     },
@@ -149,17 +149,10 @@ impl TestNode {
 /// Overwrites chunk `index` of blob `id` in `db` with same-length garbage (a holder that
 /// serves corrupted data).
 pub fn corrupt_chunk(db: &Db, id: &BlobId, index: u32) {
-    let blobs = crate::mesh::blob::BlobStore::open(db.clone()).expect("blob store");
-    let state = blobs.state(id).expect("state").expect("known blob");
-    let hash = state.manifest.chunks[index as usize];
-    let mut data = db
-        .get_plain(CHUNKS, hash.as_bytes())
-        .expect("read")
-        .expect("chunk present");
-    for b in data.iter_mut().step_by(97) {
-        *b ^= 0x5a;
-    }
-    db.put_plain(CHUNKS, hash.as_bytes(), &data).expect("write");
+    crate::mesh::blob::BlobStore::open(db.clone())
+        .expect("blob store")
+        .corrupt_chunk(id, index)
+        .expect("corrupt chunk");
 }
 
 /// A `quackmesh node` child process (killed on drop).

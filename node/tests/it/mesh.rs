@@ -12,13 +12,17 @@ use quackmesh::{
         Event,
         blob::{
             BlobRequest, BlobResponse, FetchOptions,
+            stream::{
+                CHUNK_STREAM_VERSION, ChunkHeader, ChunkRequest, MAX_CHUNK_REQUEST_BYTES,
+                read_answer,
+            },
             wire::{BLOB_VERSION, MAX_BLOB_REQUEST_BYTES},
         },
         message::{
             GossipBody, MAX_GOSSIP_BYTES, MAX_RPC_REQUEST_BYTES, RPC_VERSION, RpcErrorCode,
             RpcRequest, RpcResponse, decode_versioned, encode_versioned,
         },
-        topics::Topic,
+        topics::{CHUNK_PROTOCOL, Topic},
     },
     node::{Node, NodeHandle},
     test_utils::mesh::{
@@ -524,6 +528,130 @@ async fn bad_input_on_every_protocol_is_rejected_and_node_keeps_serving() {
     })
     .await;
     assert!(ok.is_some());
+    honest.handle.shutdown().await;
+    node.handle.shutdown().await;
+}
+
+/// A bare swarm that speaks only raw streams (to feed the chunk stream protocol bad input),
+/// dialed to `target`; the task drives it.
+fn stream_peer(target: libp2p::Multiaddr) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt as _;
+    use libp2p::{noise, tcp, yamux};
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(target).unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, task)
+}
+
+/// Sends `bytes` on a fresh chunk stream, closes our side and reads one answer.
+async fn chunk_stream_exchange(
+    control: &mut libp2p_stream::Control,
+    peer: libp2p::PeerId,
+    bytes: &[u8],
+) -> Result<(ChunkHeader, Vec<u8>), String> {
+    use futures::AsyncWriteExt as _;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut s = control
+            .open_stream(peer, CHUNK_PROTOCOL)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(bytes).await.map_err(|e| e.to_string())?;
+        s.close().await.map_err(|e| e.to_string())?;
+        read_answer(&mut s).await.map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_chunk_streams_is_rejected_and_node_keeps_serving() {
+    let node = TestNode::start(&[]).await;
+    let data = random_bytes(3 * MIB, 31);
+    let id = node
+        .handle
+        .client
+        .put_blob(data.clone())
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    let (mut control, task) = stream_peer(node.addr());
+    let frame = |version: u16, req: &ChunkRequest| {
+        let body = encode_versioned(version, req, 1024).unwrap();
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    let good = frame(CHUNK_STREAM_VERSION, &ChunkRequest { id, index: 1 });
+    let mut garbage_body = 40u32.to_be_bytes().to_vec();
+    garbage_body.extend_from_slice(&random_bytes(40, 6));
+    let mut oversize = (MAX_CHUNK_REQUEST_BYTES as u32 + 1).to_be_bytes().to_vec();
+    oversize.extend_from_slice(&random_bytes(MAX_CHUNK_REQUEST_BYTES + 1, 7));
+    let inputs = [
+        ("garbage", random_bytes(300, 5)),
+        ("garbage body", garbage_body),
+        ("truncated", good[..good.len() - 3].to_vec()),
+        ("oversize", oversize),
+        (
+            "version",
+            frame(CHUNK_STREAM_VERSION + 6, &ChunkRequest { id, index: 0 }),
+        ),
+    ];
+    for (what, bytes) in inputs {
+        let (header, payload) = chunk_stream_exchange(&mut control, node.peer_id(), &bytes)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            matches!(header, ChunkHeader::Error { .. }),
+            "{what}: {header:?}"
+        );
+        assert!(payload.is_empty(), "{what}");
+    }
+    // An index past the end is refused, not served.
+    let past = frame(CHUNK_STREAM_VERSION, &ChunkRequest { id, index: 3 });
+    let (header, _) = chunk_stream_exchange(&mut control, node.peer_id(), &past)
+        .await
+        .unwrap();
+    assert_eq!(header, ChunkHeader::NotFound);
+    // A well-formed request is still served, on a new stream of the same connection.
+    let (header, payload) = chunk_stream_exchange(&mut control, node.peer_id(), &good)
+        .await
+        .unwrap();
+    assert!(matches!(header, ChunkHeader::Chunk { len, .. } if len as usize == MIB));
+    assert_eq!(payload, data[MIB..2 * MIB]);
+    let m = node.handle.metrics.encode();
+    for label in ["too_large", "unknown_version", "malformed", "io"] {
+        assert!(
+            metric_with(&m, "quackmesh_mesh_requests_rejected_total", label) >= 1.0,
+            "{label}: {m}"
+        );
+    }
+    task.abort();
+    // And an honest node still fetches the blob.
+    let honest = TestNode::start(&[node.addr()]).await;
+    let report = honest
+        .handle
+        .client
+        .fetch_blob(id, FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.chunks_fetched, 3);
     honest.handle.shutdown().await;
     node.handle.shutdown().await;
 }

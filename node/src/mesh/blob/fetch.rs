@@ -1,11 +1,12 @@
 //! The driver of one blob fetch: find holders (DHT providers, hints), get and verify the
-//! manifest, then loop: ask the [`Scheduler`] what to request, send the requests, verify each
-//! chunk against the manifest and hand it to a writer thread that commits it (so a killed node
+//! manifest, then loop: ask the [`Scheduler`] what to request, send chunk requests down one
+//! [`ChunkPipe`] per holder (which verifies each chunk against the manifest in its own task)
+//! and hand verified chunks to a writer thread that stores them (so a killed node
 //! keeps what it had), until every chunk is stored. Holders that serve bad data are dropped and
 //! the fetch continues from the others.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
@@ -21,6 +22,7 @@ use crate::mesh::{
     blob::{
         BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk,
         scheduler::{Action, DropReason, Failure, Scheduler},
+        stream::{ChunkOutcome, ChunkPipe},
     },
 };
 
@@ -29,6 +31,9 @@ const WRITE_QUEUE_CHUNKS: usize = 64;
 /// Chunks committed per transaction at most (a commit costs an fsync: batch what has queued
 /// up while the previous one ran).
 const WRITE_BATCH_CHUNKS: usize = 32;
+/// Chunk answers lost with their stream (see [`ChunkOutcome::Lost`]) per holder before they
+/// count as transport failures.
+const MAX_LOST_STREAM_ANSWERS: u32 = 32;
 /// How often the driver wakes up without events (backoffs, bitfield refreshes).
 const TICK: Duration = Duration::from_millis(50);
 
@@ -225,7 +230,7 @@ fn write_loop(
 
 enum Reply {
     Have(PeerId, Result<BlobResponse, MeshError>),
-    Chunk(PeerId, u32, Result<BlobResponse, MeshError>),
+    Chunk(PeerId, u32, u64, ChunkOutcome),
 }
 
 fn failure_of(response: &Result<BlobResponse, MeshError>) -> Option<Failure> {
@@ -323,6 +328,17 @@ pub(crate) async fn run(
     };
 
     let mut pending: FuturesUnordered<BoxFuture<'static, Reply>> = FuturesUnordered::new();
+    // One chunk stream per holder, opened on first use; chunks are verified in its task.
+    let shared_manifest = Arc::new(manifest.clone());
+    let mut pipes: HashMap<PeerId, (u64, ChunkPipe)> = HashMap::new();
+    let mut next_generation = 0u64;
+    let mut lost_streams: HashMap<PeerId, u32> = HashMap::new();
+    // Forgets `peer`'s pipe if it is still the one that failed (not a newer one).
+    let drop_pipe = |pipes: &mut HashMap<PeerId, (u64, ChunkPipe)>, peer: &PeerId, generation| {
+        if pipes.get(peer).is_some_and(|(g, _)| *g == generation) {
+            pipes.remove(peer);
+        }
+    };
     // Discovery runs as its own task so a slow DHT query never holds up chunk traffic.
     let (found_tx, mut found_rx) = mpsc::channel::<HashSet<PeerId>>(1);
     let mut discovering = false;
@@ -338,14 +354,24 @@ pub(crate) async fn run(
                     Reply::Have(peer, c.blob_request(peer, BlobRequest::Have { id }).await)
                 }
                 .boxed(),
-                Action::RequestChunk { peer, index } => async move {
-                    Reply::Chunk(
-                        peer,
-                        index,
-                        c.blob_request(peer, BlobRequest::Chunk { id, index }).await,
-                    )
+                Action::RequestChunk { peer, index } => {
+                    let (generation, pipe) = pipes.entry(peer).or_insert_with(|| {
+                        next_generation += 1;
+                        (
+                            next_generation,
+                            ChunkPipe::open(
+                                client.stream_control(),
+                                peer,
+                                id,
+                                shared_manifest.clone(),
+                                cfg.chunk_streams_per_peer,
+                            ),
+                        )
+                    });
+                    let generation = *generation;
+                    let answer = pipe.ask(index, cfg.request_timeout);
+                    async move { Reply::Chunk(peer, index, generation, answer.await) }.boxed()
                 }
-                .boxed(),
             });
         }
         if !discovering
@@ -385,45 +411,55 @@ pub(crate) async fn run(
                         sched.drop_holder(peer, DropReason::BadData);
                     }
                 },
-                Reply::Chunk(peer, index, res) => match (failure_of(&res), res) {
-                    (None, Ok(BlobResponse::Chunk { data, have })) => {
-                        let len = data.len();
-                        match VerifiedChunk::check(manifest, index, data) {
-                            Ok(chunk) => {
-                                report.bytes_fetched += len as u64;
-                                metrics.blob_bytes_fetched.inc_by(len as u64);
-                                if sched.on_chunk_ok(peer, index, have) {
-                                    metrics.blob_chunks_fetched.inc();
-                                    report.chunks_fetched += 1;
-                                    last_progress = Instant::now();
-                                    progress.send_replace(FetchState::Running {
-                                        have: sched.have().count(),
-                                        total,
-                                    });
-                                    if write_tx.send(chunk).await.is_err() {
-                                        break;
-                                    }
-                                } else {
-                                    report.duplicate_chunks += 1;
-                                }
+                Reply::Chunk(peer, index, generation, outcome) => match outcome {
+                    ChunkOutcome::Verified { chunk, have } => {
+                        let len = chunk.len() as u64;
+                        report.bytes_fetched += len;
+                        metrics.blob_bytes_fetched.inc_by(len);
+                        if sched.on_chunk_ok(peer, index, have) {
+                            metrics.blob_chunks_fetched.inc();
+                            report.chunks_fetched += 1;
+                            last_progress = Instant::now();
+                            progress.send_replace(FetchState::Running {
+                                have: sched.have().count(),
+                                total,
+                            });
+                            if write_tx.send(chunk).await.is_err() {
+                                break;
                             }
-                            Err(e) => {
-                                tracing::warn!(target: "mesh::blob", peer_id = %peer, blob = %id.short(), error = %e, "bad chunk, dropping holder");
-                                metrics.fetch_failure("bad_data");
-                                sched.on_chunk_bad(peer, index);
-                            }
+                        } else {
+                            report.duplicate_chunks += 1;
                         }
                     }
-                    (Some(f), res) => {
-                        if let Err(e) = res {
-                            tracing::debug!(target: "mesh::blob", peer_id = %peer, error = %e, "chunk request failed");
+                    ChunkOutcome::Bad(e) => {
+                        tracing::warn!(target: "mesh::blob", peer_id = %peer, blob = %id.short(), error = %e, "bad chunk, dropping holder");
+                        metrics.fetch_failure("bad_data");
+                        sched.on_chunk_bad(peer, index);
+                        drop_pipe(&mut pipes, &peer, generation);
+                    }
+                    ChunkOutcome::Lost(reason) => {
+                        // Retried on a new stream after a pause; counts as a failure only
+                        // when it keeps happening.
+                        drop_pipe(&mut pipes, &peer, generation);
+                        let lost = lost_streams.entry(peer).or_default();
+                        *lost += 1;
+                        let f = if *lost > MAX_LOST_STREAM_ANSWERS {
+                            Failure::Transport
+                        } else {
+                            Failure::Busy
+                        };
+                        tracing::debug!(target: "mesh::blob", peer_id = %peer, index, %reason, "chunk stream lost");
+                        metrics.fetch_failure("stream_lost");
+                        sched.on_chunk_failed(peer, index, f, Instant::now());
+                    }
+                    ChunkOutcome::Failed(f, reason) => {
+                        tracing::debug!(target: "mesh::blob", peer_id = %peer, index, %reason, "chunk request failed");
+                        if f == Failure::Transport {
+                            // Open a fresh stream next time.
+                            drop_pipe(&mut pipes, &peer, generation);
                         }
                         metrics.fetch_failure(failure_label(f));
                         sched.on_chunk_failed(peer, index, f, Instant::now());
-                    }
-                    (None, _) => {
-                        metrics.fetch_failure("bad_data");
-                        sched.on_chunk_bad(peer, index);
                     }
                 },
             },

@@ -3,10 +3,13 @@
 //! - [`manifest`]: chunking and the manifest whose hash is the blob id (pure).
 //! - [`bitfield`]: which chunks a peer holds (pure).
 //! - [`wire`]: the blob protocol's requests and responses.
-//! - [`store`]: manifests, chunks, completion, wanted list and allow-lists in redb.
+//! - [`store`]: chunk bytes in one file per blob; manifests, held-chunk bitfields, completion,
+//!   wanted list and allow-lists in redb.
 //! - [`scheduler`]: which chunk to ask which holder for (pure, unit-tested).
 //! - [`uploads`]: upload slots and the rate limiter of the serving side (pure).
 //! - [`serve`]: answering one blob request from the store.
+//! - [`stream`]: the chunk stream protocol: pipelined chunk requests on long-lived streams,
+//!   its server and the fetcher's per-holder pipes.
 //! - [`fetch`]: the async driver of one fetch: discovery, requests, verification, persistence.
 //!
 //! A fetcher announces itself as a provider as soon as it has the manifest and serves every
@@ -19,6 +22,7 @@ pub mod manifest;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod stream;
 pub mod uploads;
 pub mod wire;
 
@@ -81,6 +85,14 @@ pub enum BlobError {
         len: u64,
         /// The limit.
         limit: u64,
+    },
+    /// A blob file could not be read or written.
+    #[error("blob file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
     },
     /// Encoding a manifest failed.
     #[error("cannot encode manifest: {0}")]

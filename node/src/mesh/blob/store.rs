@@ -1,13 +1,20 @@
-//! Blobs in the node's redb store: manifests by blob id, chunks by their own hash (so identical
-//! chunks are stored once), a completion marker per blob, the list of blobs still wanted (so a
-//! restarted node resumes its fetches) and per-blob allow-lists. An in-memory bitfield per blob
-//! says which chunks are committed; it is only updated after the commit, so a chunk is never
-//! offered to peers before it is durable.
+//! Blobs in the node's store. Chunk bytes live in one file per blob under `<data dir>/blobs/`
+//! (named by the blob id, each chunk at its offset in the blob, written with `pwrite`); redb
+//! keeps the index: manifests by blob id, the bitfield of durable chunks of each incomplete
+//! blob, a completion marker per blob, the list of blobs still wanted (so a restarted node
+//! resumes its fetches) and per-blob allow-lists. A batch of chunks is written to the file and
+//! `fdatasync`ed before the transaction that marks it held commits, so after a crash the index
+//! never claims a chunk that is not on disk. An in-memory bitfield per blob says which chunks
+//! are durable; it is only updated after the commit, so a chunk is never offered to peers
+//! before it is durable.
 //!
 //! All calls block on the disk: async code calls them through `spawn_blocking`.
 
 use std::{
     collections::{HashMap, HashSet},
+    fs::{File, OpenOptions},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -18,13 +25,13 @@ use serde::{Deserialize, Serialize};
 use crate::{
     hash::Hash32,
     mesh::blob::{Bitfield, BlobError, BlobId, Manifest},
-    store::{Batch, Db, PlainTree, RawTree, StoreError, Tree},
+    store::{Batch, Db, RawTree, StoreError, Tree},
 };
 
 /// Canonical manifest bytes by blob id.
 pub(crate) const MANIFESTS: RawTree = Tree::new("mesh.blob.manifests");
-/// Chunk bytes by chunk hash, stored plain (no CBOR wrapping: one copy fewer each way).
-pub(crate) const CHUNKS: PlainTree = Tree::new("mesh.blob.chunks");
+/// Which chunks of an incomplete blob are durable in its file (removed on completion).
+const HAVE: Tree<Bitfield> = Tree::new("mesh.blob.have");
 /// Present when every chunk of the blob is stored.
 const COMPLETE: Tree<CompleteRecord> = Tree::new("mesh.blob.complete");
 /// Blobs being fetched, resumed on restart.
@@ -32,8 +39,10 @@ const WANTED: Tree<WantedRecord> = Tree::new("mesh.blob.wanted");
 /// Allow-lists of private blobs.
 const ACL: Tree<AclRecord> = Tree::new("mesh.blob.acl");
 
-/// Chunks written per transaction when storing a local blob.
-const PUT_BATCH_CHUNKS: usize = 32;
+/// The folder of blob files inside the data dir.
+pub const BLOB_DIR: &str = "blobs";
+/// Open blob files kept (one descriptor each); beyond this an arbitrary one is closed.
+const MAX_OPEN_FILES: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CompleteRecord {
@@ -145,6 +154,8 @@ pub struct WriteOutcome {
 #[derive(Debug)]
 pub struct BlobStore {
     db: Db,
+    dir: PathBuf,
+    files: Mutex<HashMap<BlobId, Arc<File>>>,
     states: Mutex<HashMap<BlobId, Arc<BlobState>>>,
     acl: RwLock<HashMap<BlobId, HashSet<PeerId>>>,
 }
@@ -154,6 +165,13 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn file_err(path: &Path, e: std::io::Error) -> BlobError {
+    BlobError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 fn put_bytes(b: &mut Batch<'_>, tree: RawTree, key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
@@ -171,8 +189,12 @@ impl BlobStore {
                 acl.insert(Hash32(bytes), rec.peers.into_iter().collect());
             }
         }
+        let dir = db.dir().join(BLOB_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
         Ok(Self {
             db,
+            dir,
+            files: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             acl: RwLock::new(acl),
         })
@@ -183,24 +205,19 @@ impl BlobStore {
         &self.db
     }
 
-    /// Stores a local blob (chunked, hashed, committed) and returns its manifest.
+    /// Stores a local blob (chunked, hashed, written to its file and synced, then committed)
+    /// and returns its manifest.
     pub fn put(&self, data: &[u8]) -> Result<Manifest, BlobError> {
         let manifest = Manifest::for_bytes(data);
         let bytes = manifest.encode()?;
         let id = BlobId::of(&bytes);
-        let indices: Vec<u32> = (0..manifest.chunk_count()).collect();
-        for batch in indices.chunks(PUT_BATCH_CHUNKS) {
-            self.db.write(|b| {
-                for &i in batch {
-                    let r = manifest.chunk_range(i);
-                    let chunk = &data[r.start as usize..r.end as usize];
-                    b.put_plain(CHUNKS, manifest.chunks[i as usize].as_bytes(), chunk)?;
-                }
-                Ok(())
-            })?;
-        }
+        let file = self.file(&id, Some(manifest.len))?;
+        let path = self.path(&id);
+        file.write_all_at(data, 0).map_err(|e| file_err(&path, e))?;
+        file.sync_data().map_err(|e| file_err(&path, e))?;
         self.db.write(|b| {
             put_bytes(b, MANIFESTS, id.as_bytes(), &bytes)?;
+            b.remove(HAVE, id.as_bytes())?;
             b.put(
                 COMPLETE,
                 id.as_bytes(),
@@ -219,6 +236,55 @@ impl BlobStore {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, state);
         Ok(manifest)
+    }
+
+    /// The path of blob `id`'s file.
+    pub fn path(&self, id: &BlobId) -> PathBuf {
+        self.dir.join(id.to_hex())
+    }
+
+    /// Blob `id`'s open file. With `create_len`, creates it if needed (sized to the blob, the
+    /// directory synced so the new name survives a crash); without, `None` if absent.
+    fn file(&self, id: &BlobId, create_len: Option<u64>) -> Result<Arc<File>, BlobError> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = files.get(id) {
+            return Ok(f.clone());
+        }
+        let path = self.path(id);
+        let file = match create_len {
+            Some(len) => {
+                let existed = path.exists();
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| file_err(&path, e))?;
+                if f.metadata().map_err(|e| file_err(&path, e))?.len() != len {
+                    f.set_len(len).map_err(|e| file_err(&path, e))?;
+                }
+                if !existed {
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| file_err(&self.dir, e))?;
+                }
+                f
+            }
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| file_err(&path, e))?,
+        };
+        if files.len() >= MAX_OPEN_FILES
+            && let Some(k) = files.keys().next().copied()
+        {
+            files.remove(&k);
+        }
+        let file = Arc::new(file);
+        files.insert(*id, file.clone());
+        Ok(file)
     }
 
     /// Stores a manifest received for `id` (its bytes must hash to `id`) and returns the state.
@@ -244,16 +310,18 @@ impl BlobStore {
             return Ok(None);
         };
         let manifest = Manifest::decode(&bytes)?;
-        let have = if self.db.contains(COMPLETE, id.as_bytes())? {
-            Bitfield::full(manifest.chunk_count())
+        let n = manifest.chunk_count();
+        let file_len = std::fs::metadata(self.path(id)).map(|m| m.len()).ok();
+        let have = if file_len != Some(manifest.len) {
+            // No file (or a damaged one): nothing is held, whatever the index says.
+            Bitfield::empty(n)
+        } else if self.db.contains(COMPLETE, id.as_bytes())? {
+            Bitfield::full(n)
         } else {
-            let mut have = Bitfield::empty(manifest.chunk_count());
-            for (i, h) in manifest.chunks.iter().enumerate() {
-                if self.db.contains(CHUNKS, h.as_bytes())? {
-                    have.set(i as u32);
-                }
+            match self.db.get(HAVE, id.as_bytes())? {
+                Some(have) if have.is_valid_for(n) => have,
+                _ => Bitfield::empty(n),
             }
-            have
         };
         let state = Arc::new(BlobState {
             manifest,
@@ -290,8 +358,12 @@ impl BlobStore {
         if !state.has(index) {
             return Ok(None);
         }
-        let hash = state.manifest.chunks[index as usize];
-        Ok(self.db.get_plain(CHUNKS, hash.as_bytes())?)
+        let r = state.manifest.chunk_range(index);
+        let mut data = vec![0u8; (r.end - r.start) as usize];
+        let file = self.file(id, None)?;
+        file.read_exact_at(&mut data, r.start)
+            .map_err(|e| file_err(&self.path(id), e))?;
+        Ok(Some(data))
     }
 
     /// Commits verified chunks of `id` in one transaction, marking the blob complete when the
@@ -309,12 +381,18 @@ impl BlobStore {
         }
         let complete = have.is_full();
         if !fresh.is_empty() {
+            let file = self.file(id, Some(state.manifest.len))?;
+            let path = self.path(id);
+            for c in &fresh {
+                let r = state.manifest.chunk_range(c.index);
+                file.write_all_at(&c.data, r.start)
+                    .map_err(|e| file_err(&path, e))?;
+            }
+            // Durable before the index says so.
+            file.sync_data().map_err(|e| file_err(&path, e))?;
             self.db.write(|b| {
-                for c in &fresh {
-                    let hash = state.manifest.chunks[c.index as usize];
-                    b.put_plain(CHUNKS, hash.as_bytes(), &c.data)?;
-                }
                 if complete {
+                    b.remove(HAVE, id.as_bytes())?;
                     b.put(
                         COMPLETE,
                         id.as_bytes(),
@@ -323,6 +401,8 @@ impl BlobStore {
                             completed_unix: unix_now(),
                         },
                     )?;
+                } else {
+                    b.put(HAVE, id.as_bytes(), &have)?;
                 }
                 Ok(())
             })?;
@@ -434,6 +514,24 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Overwrites stored chunk `index` of `id` with same-length garbage (a holder that serves
+    /// corrupted data, for tests).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn corrupt_chunk(&self, id: &BlobId, index: u32) -> Result<(), BlobError> {
+        let mut data = self
+            .read_chunk(id, index)?
+            .ok_or(BlobError::MissingChunk { id: *id, index })?;
+        for b in data.iter_mut().step_by(97) {
+            *b ^= 0x5a;
+        }
+        let state = self.state(id)?.ok_or(BlobError::UnknownBlob(*id))?;
+        let r = state.manifest.chunk_range(index);
+        let file = self.file(id, None)?;
+        file.write_all_at(&data, r.start)
+            .map_err(|e| file_err(&self.path(id), e))?;
+        Ok(())
+    }
+
     /// Whether `peer` may fetch `id` (public blobs: anyone).
     pub fn is_allowed(&self, id: &BlobId, peer: &PeerId) -> bool {
         self.acl
@@ -506,6 +604,26 @@ mod tests {
         let out = s.write_chunks(&id, &[chunk(1)]).unwrap();
         assert!(out.complete);
         assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
+    }
+
+    #[test]
+    fn chunks_live_in_one_file_per_blob_and_a_lost_file_means_nothing_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(2 * crate::mesh::blob::CHUNK_BYTES + 5);
+        let id = {
+            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let id = s.put(&d).unwrap().id().unwrap();
+            let path = s.path(&id);
+            assert_eq!(std::fs::read(&path).unwrap(), d, "the file is the blob");
+            s.corrupt_chunk(&id, 1).unwrap();
+            assert_ne!(s.read_all(&id).unwrap().unwrap(), d);
+            std::fs::remove_file(path).unwrap();
+            id
+        };
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let st = s.state(&id).unwrap().unwrap();
+        assert_eq!(st.have().count(), 0, "index without a file claims nothing");
+        assert!(s.read_chunk(&id, 0).unwrap().is_none());
     }
 
     #[test]
