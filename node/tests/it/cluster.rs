@@ -29,6 +29,41 @@ async fn try_view(p: &NodeProcess, cluster: u64) -> Option<ClusterMeshView> {
     Some(r.json().await.unwrap())
 }
 
+/// The renter (anvil account 5, node `renter`) rents all of `machines` (listed providers) as
+/// one cluster with `quackmesh market rent`; returns the cluster id once every machine admits
+/// the renter's node (its signed claim arrived).
+pub(crate) async fn rent_all(
+    f: &Federation,
+    renter: &NodeProcess,
+    machines: &[&NodeProcess],
+) -> u64 {
+    for p in machines {
+        listed(f, p).await;
+    }
+    let n = machines.len().to_string();
+    let args = [
+        "market",
+        "rent",
+        "--machines",
+        &n,
+        "--hours",
+        "2",
+        "--dev-account",
+        "5",
+        "--json",
+    ];
+    let rented: ClusterRented = cli_json(f, &args).await;
+    let cid = rented.cluster_id;
+    for p in machines {
+        wait_for("renter admitted", Duration::from_secs(60), || async {
+            let v = try_view(p, cid).await?;
+            (v.member && v.members.contains(&renter.peer_id.to_string())).then_some(())
+        })
+        .await;
+    }
+    cid
+}
+
 async fn mesh_view(f: &Federation, p: &NodeProcess, cluster: u64) -> ClusterMeshView {
     f.get(&p.api_url, &format!("/api/clusters/{cluster}/mesh"))
         .await
@@ -294,32 +329,7 @@ async fn cluster_training_moves_a_dead_machines_shard_and_completes() {
     let provide = ["--provide", "--price", "1", "--withdraw-every", "3600"];
     let w1 = f.node("w1", 2, &provide);
     let mut w2 = f.node("w2", 3, &provide);
-    for p in [&w1, &w2] {
-        listed(&f, p).await;
-    }
-    let rented: ClusterRented = cli_json(
-        &f,
-        &[
-            "market",
-            "rent",
-            "--machines",
-            "2",
-            "--hours",
-            "2",
-            "--dev-account",
-            "5",
-            "--json",
-        ],
-    )
-    .await;
-    let cid = rented.cluster_id;
-    for p in [&w1, &w2] {
-        wait_for("renter admitted", Duration::from_secs(60), || async {
-            let v = try_view(p, cid).await?;
-            (v.member && v.members.contains(&renter.peer_id.to_string())).then_some(())
-        })
-        .await;
-    }
+    let cid = rent_all(&f, &renter, &[&w1, &w2]).await;
 
     // The training set goes to the renter's node; the job names it and the cluster.
     let http = reqwest::Client::new();

@@ -5,7 +5,7 @@
 //! predictions equal single-process inference exactly, the balances move by exactly what the
 //! contract paid and refunded, and a peer outside the cluster is refused when it sends a task.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, U256};
 use quackmesh::{
@@ -16,29 +16,17 @@ use quackmesh::{
     },
     roles::{
         infer_requester::{InferStatus, InferView},
-        market::ClusterRented,
-        subnet::ClusterMeshView,
         wire::InferTask,
     },
     test_utils::{
         chain::Devnet,
         learn::load_full,
-        mesh::{NodeProcess, RawPeer, RawProtocol},
+        mesh::{RawPeer, RawProtocol},
         roles::Federation,
     },
 };
 
-use crate::rental::{bin, cli_json, listed, wait_for};
-
-async fn members(p: &NodeProcess, cluster: u64) -> Option<ClusterMeshView> {
-    let r = reqwest::get(format!("{}/api/clusters/{cluster}/mesh", p.api_url))
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json().await.ok()
-}
+use crate::rental::bin;
 
 /// Runs `quackmesh ARGS` (a node API client: no chain flags); returns (ok, stdout, stderr).
 pub(crate) async fn api_cli(args: Vec<String>) -> (bool, String, String) {
@@ -72,33 +60,8 @@ async fn inference_over_three_rented_machines_matches_one_machine_and_pays_compu
     let p1 = f.node("p1", 1, &provide("36"));
     let p2 = f.node("p2", 2, &provide("18"));
     let p3 = f.node("p3", 3, &provide("72"));
-    for p in [&p1, &p2, &p3] {
-        listed(&f, p).await;
-    }
-    let rented: ClusterRented = cli_json(
-        &f,
-        &[
-            "market",
-            "rent",
-            "--machines",
-            "3",
-            "--hours",
-            "2",
-            "--dev-account",
-            "5",
-            "--json",
-        ],
-    )
-    .await;
-    let cid = rented.cluster_id;
-    // Every machine admits the renter's node before work is sent (the renter's claim).
-    for p in [&p1, &p2, &p3] {
-        wait_for("renter admitted", Duration::from_secs(60), || async {
-            let v = members(p, cid).await?;
-            (v.member && v.members.contains(&renter.peer_id.to_string())).then_some(())
-        })
-        .await;
-    }
+    // The renter rents all three; every machine admits the renter's node before work is sent.
+    let cid = crate::cluster::rent_all(&f, &renter, &[&p1, &p2, &p3]).await;
 
     // A model trained here, and the reference: this process's predictions.
     let spec = ModelSpec::mlp();
