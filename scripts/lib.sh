@@ -99,3 +99,25 @@ qm_market_available() {
 
 # qm_usage FILE: prints the header comment of FILE (from line 2 to the first non-comment line).
 qm_usage() { sed -n '2,/^[^#]/p' "$1" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+# qm_run_dir_with_cleanup NAME: uses $run_dir (a fresh temp dir when empty) and, on exit, stops
+# every node started (and removes a temp run dir) unless $detach is 1 and all went well.
+qm_run_dir_with_cleanup() {
+  created_run_dir=0
+  if [[ -z "$run_dir" ]]; then
+    run_dir="$(mktemp -d "${TMPDIR:-/tmp}/quackmesh-$1.XXXXXX")"; created_run_dir=1
+  fi
+  mkdir -p "$run_dir"
+  trap qm_cleanup_run EXIT
+  trap 'echo; exit 130' INT TERM
+}
+
+qm_cleanup_run() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ ${detach:-0} -eq 0 || $rc -ne 0 ]]; then
+    qm_stop_all
+    if [[ $created_run_dir -eq 1 ]]; then rm -rf "$run_dir"; fi
+  fi
+  exit "$rc"
+}

@@ -90,22 +90,7 @@ fi
 read -r -a price_list <<<"$prices"
 (( ${#price_list[@]} >= 1 )) || { echo "register-providers.sh: --prices is empty" >&2; exit 2; }
 
-created_run_dir=0
-if [[ -z "$run_dir" ]]; then
-  run_dir="$(mktemp -d "${TMPDIR:-/tmp}/quackmesh-providers.XXXXXX")"; created_run_dir=1
-fi
-mkdir -p "$run_dir"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ $detach -eq 0 || $rc -ne 0 ]]; then
-    qm_stop_all
-    if [[ $created_run_dir -eq 1 ]]; then rm -rf "$run_dir"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo; exit 130' INT TERM
+qm_run_dir_with_cleanup providers
 
 before=$(qm_market_available "${chain[@]}")
 for i in $(seq 1 "$count"); do

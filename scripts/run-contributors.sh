@@ -86,22 +86,7 @@ chain=(--network "$network")
 [[ -n "$rpc" ]] && chain+=(--rpc-url "$rpc")
 [[ -n "$deployment" ]] && chain+=(--deployment "$deployment")
 
-created_run_dir=0
-if [[ -z "$run_dir" ]]; then
-  run_dir="$(mktemp -d "${TMPDIR:-/tmp}/quackmesh-contributors.XXXXXX")"; created_run_dir=1
-fi
-mkdir -p "$run_dir"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ $detach -eq 0 || $rc -ne 0 ]]; then
-    qm_stop_all
-    if [[ $created_run_dir -eq 1 ]]; then rm -rf "$run_dir"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo; exit 130' INT TERM
+qm_run_dir_with_cleanup contributors
 
 echo "splitting $data into $count shards ($scheme, seed $seed)"
 "$bin" data partition --data "$data" --parts "$count" --scheme "$scheme" --seed "$seed" \
