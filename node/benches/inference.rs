@@ -205,12 +205,7 @@ async fn main() {
                 .text()
                 .await
                 .unwrap();
-            let expected = predict(
-                &models.iter().find(|m| m.0 == *name).unwrap().1,
-                &weights[name],
-                &test,
-            )
-            .unwrap();
+            let expected = predict(spec, &weights[name], &test).unwrap();
             let got: Vec<u8> = out.lines().map(|l| l.parse().unwrap()).collect();
             assert!(got == expected, "{name}: predictions differ");
         }

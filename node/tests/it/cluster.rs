@@ -79,7 +79,13 @@ async fn topics(f: &Federation, p: &NodeProcess) -> Vec<String> {
         .collect()
 }
 
-async fn metric(http: &reqwest::Client, p: &NodeProcess, name: &str, label: &str) -> f64 {
+/// The value of metric `name` on the line that contains `label` (0 when absent).
+pub(crate) async fn metric(
+    http: &reqwest::Client,
+    p: &NodeProcess,
+    name: &str,
+    label: &str,
+) -> f64 {
     let text = http
         .get(format!("{}/metrics", p.api_url))
         .send()
