@@ -12,7 +12,7 @@ use std::{collections::HashMap, time::Duration};
 use alloy::primitives::{Address, U256};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::{
     chain::{
@@ -33,7 +33,7 @@ use crate::{
             default_parts, default_price_per_second,
         },
         job::{MAX_WEIGHTS_BYTES, decode_weights},
-        runtime::{Command, RolesHandle, now_ms},
+        runtime::{RolesHandle, now_ms},
         wire::InferTask,
     },
     store::{Db, Tree},
@@ -43,8 +43,6 @@ use crate::{
 pub const INFER_JOBS: Tree<InferRecord> = Tree::new("roles.inference");
 /// How often the cluster's machines are read again from the chain.
 const WORKERS_REFRESH_MS: u64 = 5_000;
-/// How long the requester waits for the renter's node to be a member of the cluster here.
-const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
 /// Longest an answer to one part may take (the mesh's own request timeout comes first).
 const PART_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest the driver waits for an output blob.
@@ -435,30 +433,13 @@ pub async fn submit_inference(
         return Err(bad("timeout_secs must be 1 to 86400".into()));
     }
 
-    // The input is private to the cluster. This node becomes a member once its watcher has
-    // read the cluster: wait for that a little.
-    let started = tokio::time::Instant::now();
-    loop {
-        let (reply, shared) = oneshot::channel();
-        let sent = ctx
-            .roles
-            .send(Command::ShareBlob {
-                cluster_id: req.cluster_id,
-                blob: req.input_blob,
-                reply,
-            })
-            .await;
-        if sent && shared.await.unwrap_or(false) {
-            break;
-        }
-        if started.elapsed() > MEMBERSHIP_WAIT {
-            return Err(bad(format!(
-                "this node is not a member of cluster {} (yet): cannot share the input",
-                req.cluster_id
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The input is private to the cluster from before the job exists.
+    super::requester::share_with_cluster(&ctx.roles, req.cluster_id, req.input_blob)
+        .await
+        .map_err(|e| match e {
+            super::requester::RequesterError::Invalid(m) => bad(m),
+            e => bad(e.to_string()),
+        })?;
 
     let sent = ctx
         .chain

@@ -34,12 +34,9 @@ pub const RETRY_MS: u64 = 500;
 /// Longest delay between tries of a part.
 pub const MAX_RETRY_MS: u64 = 8_000;
 
-/// Why an inference input or output was refused.
+/// Why a part output was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InferenceError {
-    /// The request does not make sense (no images, too many parts...).
-    #[error("{0}")]
-    Invalid(String),
     /// A part output is not what was asked for.
     #[error("bad part output: {0}")]
     BadOutput(String),

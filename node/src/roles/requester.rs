@@ -281,7 +281,7 @@ const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Makes `blob` private to `cluster_id`'s members on this node (waiting, a little, for this
 /// node to be one: its watcher reads the cluster after the rental).
-async fn share_with_cluster(
+pub(crate) async fn share_with_cluster(
     roles: &RolesHandle,
     cluster_id: u64,
     blob: Hash32,
