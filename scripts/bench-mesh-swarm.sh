@@ -14,7 +14,8 @@
 #
 # Env: QM_NODES (17), QM_MIB (64), QM_RATE (400mbit), QM_TBF_LATENCY (tbf queue, 50ms),
 # QM_TRANSPORT (tcp or quic, default tcp), QM_SWARM_DIR, QM_BIN (release binary),
-# QM_LOG (node log filter, default warn), QM_KEEP (a directory to copy logs and reports to).
+# QM_LOG (node log filter, default warn), QM_KEEP (a directory to copy logs and reports to),
+# QM_THREADS (tokio worker threads per node; default 0, tokio's default of one per core).
 set -euo pipefail
 
 NODES=${QM_NODES:-17}
@@ -22,6 +23,9 @@ MIB=${QM_MIB:-64}
 RATE=${QM_RATE:-400mbit}
 TBF_LATENCY=${QM_TBF_LATENCY:-50ms}
 TRANSPORT=${QM_TRANSPORT:-tcp}
+THREADS=${QM_THREADS:-0}
+THREADS_ENV=
+[ "$THREADS" = 0 ] || THREADS_ENV="TOKIO_WORKER_THREADS=$THREADS"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${QM_BIN:-$ROOT/target/release/quackmesh}
 BR=qmswbr0
@@ -97,7 +101,7 @@ start_node() {
     local dir="$BASE/n$i"
     mkdir -p "$dir"
     # Not through a shell function: $! must be the node itself (ip netns exec execs it).
-    ip netns exec "$NS-$i" env QUACKMESH_LOG="${QM_LOG:-warn}" "$BIN" node --data-dir "$dir/data" \
+    ip netns exec "$NS-$i" env QUACKMESH_LOG="${QM_LOG:-warn}" $THREADS_ENV "$BIN" node --data-dir "$dir/data" \
         --listen "$(listen_addr "$i")" --api "$API" "$@" >"$dir/out" 2>"$dir/log" &
     PIDS+=($!)
 }
@@ -174,6 +178,13 @@ t1=$(now)
 SWARM_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
 SWARM=$(echo "$t1 - $t0" | bc -l)
 
+# What the idle mesh costs afterwards (DHT refresh, pings, gossip heartbeats), to tell it
+# from the transfers.
+IDLE_SECS=5
+c0=$(cpu_seconds)
+sleep "$IDLE_SECS"
+IDLE_RATE=$(echo "($(cpu_seconds) - $c0) / $IDLE_SECS" | bc -l)
+
 # Every copy complete; how the work was shared.
 for i in $(seq 1 $((NODES - 1))); do
     for kind in star swarm; do
@@ -185,10 +196,12 @@ total_chunks=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by[]] | add'
 holders=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by | length] | add / length')
 
 printf 'per-fetcher swarm times (ms): %s\n' "$(cat "$BASE"/swarm-*.json | jq -s -r '[.[].report.elapsed_ms] | sort | map(tostring) | join(" ")')" >&2
-printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf, %s queue), %s, %d cores\n' \
-    "$NODES" "$MIB" "$RATE" "$TBF_LATENCY" "$TRANSPORT" "$(nproc)"
+printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf, %s queue), %s, %d cores, %s worker threads per node\n' \
+    "$NODES" "$MIB" "$RATE" "$TBF_LATENCY" "$TRANSPORT" "$(nproc)" "$([ "$THREADS" = 0 ] && echo "$(nproc)" || echo "$THREADS")"
 printf '  star  (origin to each peer in turn): %6.2f s  (nodes used %.1f CPU-s)\n' "$STAR" "$STAR_CPU"
 printf '  swarm (all fetch at once):           %6.2f s  (nodes used %.1f CPU-s)\n' "$SWARM" "$SWARM_CPU"
+printf '  idle mesh: %.2f CPU-s per second; transfer CPU net of idle: star %.1f, swarm %.1f CPU-s\n' \
+    "$IDLE_RATE" "$(echo "$STAR_CPU - $IDLE_RATE * $STAR" | bc -l)" "$(echo "$SWARM_CPU - $IDLE_RATE * $SWARM" | bc -l)"
 printf '  swarm / star: %.3f (target <= 0.2)\n' "$(echo "$SWARM / $STAR" | bc -l)"
 printf '  origin served %s of %s chunk transfers in the swarm; a fetcher used %.1f holders on average\n' \
     "$origin_chunks" "$total_chunks" "$holders"

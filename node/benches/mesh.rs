@@ -721,6 +721,10 @@ fn main() {
         stream_quic,
     );
     for (name, l) in [("TCP+Noise+Yamux", &tcp_link), ("QUIC", &quic_link)] {
+        if l.fetch == Timed::SKIPPED {
+            println!("mesh over {name}: not run (QM_BENCH_ONLY={only})");
+            continue;
+        }
         println!("mesh over {name}");
         row(
             "request-response chunk requests from the store (no verify/store)",

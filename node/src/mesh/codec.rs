@@ -76,7 +76,10 @@ impl BufferPool {
 /// A request-response codec for `Req`/`Resp` with explicit limits.
 pub struct CborCodec<Req, Resp> {
     limits: CodecLimits,
+    /// Encode buffers (emptied before each use).
     pool: BufferPool,
+    /// Read buffers, kept at their initialised length so a read does not zero them again.
+    read_pool: BufferPool,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
@@ -86,6 +89,7 @@ impl<Req, Resp> CborCodec<Req, Resp> {
         Self {
             limits,
             pool: BufferPool::default(),
+            read_pool: BufferPool::default(),
             _types: PhantomData,
         }
     }
@@ -116,14 +120,14 @@ impl<Req, Resp> CborCodec<Req, Resp> {
         limit: usize,
         prealloc: usize,
     ) -> io::Result<Result<T, MessageError>> {
-        let mut buf = self.pool.take();
+        let mut buf = self.read_pool.take();
         let read = read_into(io, &mut buf, limit, prealloc).await;
         let decoded = match read {
             Ok(Ok(filled)) => Ok(decode_versioned(&buf[..filled], limit, self.limits.version)),
             Ok(Err(e)) => Ok(Err(e)),
             Err(e) => Err(e),
         };
-        self.pool.give(buf);
+        self.read_pool.give(buf);
         decoded
     }
 }
@@ -133,6 +137,7 @@ impl<Req, Resp> Clone for CborCodec<Req, Resp> {
         Self {
             limits: self.limits,
             pool: self.pool.clone(),
+            read_pool: self.read_pool.clone(),
             _types: PhantomData,
         }
     }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::mesh::{
     Client, MeshError,
     blob::{
-        BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk,
+        BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk, buffers,
         scheduler::{Action, DropReason, Failure, Scheduler},
         stream::{ChunkOutcome, ChunkPipe},
     },
@@ -224,6 +224,9 @@ fn write_loop(
             }
         }
         written += blobs.write_chunks(&id, &batch)?.new_chunks;
+        for chunk in batch {
+            buffers::give(chunk.into_data());
+        }
     }
     Ok(written)
 }
@@ -343,6 +346,9 @@ pub(crate) async fn run(
     let (found_tx, mut found_rx) = mpsc::channel::<HashSet<PeerId>>(1);
     let mut discovering = false;
     let mut last_discovery: Option<Instant> = None;
+    // Every query costs each of the ~20 closest peers a routing-table walk: once a query
+    // finds no one new, ask half as often (up to 8x the configured interval).
+    let mut discovery_every = cfg.provider_refresh;
     let mut last_progress = Instant::now();
 
     while !sched.is_complete() {
@@ -375,7 +381,7 @@ pub(crate) async fn run(
             });
         }
         if !discovering
-            && last_discovery.is_none_or(|t| now >= t + cfg.provider_refresh)
+            && last_discovery.is_none_or(|t| now >= t + discovery_every)
             && opts
                 .only_from
                 .as_ref()
@@ -429,6 +435,7 @@ pub(crate) async fn run(
                             }
                         } else {
                             report.duplicate_chunks += 1;
+                            buffers::give(chunk.into_data());
                         }
                     }
                     ChunkOutcome::Bad(e) => {
@@ -465,12 +472,19 @@ pub(crate) async fn run(
             },
             Some(found) = found_rx.recv() => {
                 discovering = false;
+                let mut new_holders = false;
                 for p in found {
                     if !sched.knows(&p) {
                         tracing::debug!(target: "mesh::blob", peer_id = %p, blob = %id.short(), "new holder");
                         sched.add_holder(p);
+                        new_holders = true;
                     }
                 }
+                discovery_every = if new_holders {
+                    cfg.provider_refresh
+                } else {
+                    (discovery_every * 2).min(cfg.provider_refresh * 8)
+                };
             }
             _ = tokio::time::sleep(TICK) => {}
         }

@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     /// How long a chunk request must have been outstanding before the endgame duplicates it
     /// (duplicates cost upload elsewhere: only chase slow ones).
     pub endgame_after: Duration,
+    /// A request outstanding this long no longer counts against `max_duplicates`: a holder
+    /// whose stream stalled must not keep the last chunk waiting for the full request timeout.
+    pub stale_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -46,6 +49,7 @@ impl Default for SchedulerConfig {
             have_refresh: Duration::from_millis(500),
             max_duplicates: 2,
             endgame_after: Duration::from_millis(500),
+            stale_after: Duration::from_secs(5),
         }
     }
 }
@@ -420,11 +424,16 @@ impl Scheduler {
             (fresh, Box::new(|i| rarity[i as usize]))
         } else if !self.unrequested_missing_exists() {
             let slow = now.checked_sub(self.cfg.endgame_after);
+            let stale = now.checked_sub(self.cfg.stale_after);
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
                     self.requested.get(i).is_some_and(|ps| {
-                        ps.len() < self.cfg.max_duplicates
+                        let live = ps
+                            .iter()
+                            .filter(|(_, t)| stale.is_none_or(|s| *t > s))
+                            .count();
+                        live < self.cfg.max_duplicates
                             && !ps.iter().any(|(p, _)| p == peer)
                             && ps.iter().all(|(_, t)| slow.is_some_and(|s| *t <= s))
                     })
@@ -463,6 +472,7 @@ mod tests {
             have_refresh: Duration::from_millis(50),
             max_duplicates: 2,
             endgame_after: Duration::from_millis(100),
+            stale_after: Duration::from_secs(1),
         }
     }
 
@@ -646,6 +656,33 @@ mod tests {
             "duplicate is not new"
         );
         assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn stalled_requests_stop_counting_against_the_duplicate_cap() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.per_peer = 1;
+        let mut s = Scheduler::new(bits(2, &[0]), c, 31);
+        let stuck = [PeerId::random(), PeerId::random()];
+        for p in stuck {
+            s.add_complete_holder(p);
+        }
+        assert_eq!(chunks(&s.next_actions(t0)).len(), 1);
+        let dup = chunks(&s.next_actions(t0 + Duration::from_millis(150)));
+        assert_eq!(dup.len(), 1, "one duplicate in the endgame");
+        // Both requests hang; a third holder comes along.
+        let third = PeerId::random();
+        s.add_complete_holder(third);
+        assert!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(500))).is_empty(),
+            "two live requests are the cap"
+        );
+        assert_eq!(
+            chunks(&s.next_actions(t0 + Duration::from_millis(1300))),
+            vec![(third, 1)],
+            "stalled requests no longer count"
+        );
     }
 
     #[test]

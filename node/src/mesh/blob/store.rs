@@ -90,6 +90,11 @@ impl VerifiedChunk {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+
+    /// The chunk's bytes (to hand the buffer back to [`super::buffers`] once stored).
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
 }
 
 /// A blob known to this node: its manifest and which chunks are stored.
@@ -359,7 +364,8 @@ impl BlobStore {
             return Ok(None);
         }
         let r = state.manifest.chunk_range(index);
-        let mut data = vec![0u8; (r.end - r.start) as usize];
+        // Every byte is overwritten by the read (see `buffers`).
+        let mut data = super::buffers::take((r.end - r.start) as usize);
         let file = self.file(id, None)?;
         file.read_exact_at(&mut data, r.start)
             .map_err(|e| file_err(&self.path(id), e))?;

@@ -36,7 +36,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::mesh::{
     MeshConfig, MeshMetrics,
     blob::{
-        Bitfield, BlobError, BlobId, BlobStore, MAX_CHUNK_BYTES, Manifest, VerifiedChunk,
+        Bitfield, BlobError, BlobId, BlobStore, MAX_CHUNK_BYTES, Manifest, VerifiedChunk, buffers,
         scheduler::Failure,
         uploads::{ChunkSpread, TokenBucket},
     },
@@ -188,7 +188,8 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
                     limit: MAX_CHUNK_BYTES,
                 });
             }
-            let mut data = vec![0u8; *len as usize];
+            // Every byte is overwritten by the read (see `buffers`).
+            let mut data = buffers::take(*len as usize);
             r.read_exact(&mut data).await?;
             data
         }
@@ -381,6 +382,7 @@ impl ChunkServer {
         stream.flush().await?;
         self.metrics.blob_chunks_served.inc();
         self.metrics.blob_bytes_served.inc_by(data.len() as u64);
+        buffers::give(data);
         Ok(())
     }
 }
