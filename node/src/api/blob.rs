@@ -107,9 +107,19 @@ fn options(q: &FetchQuery) -> Result<FetchOptions, ApiError> {
     Ok(opts)
 }
 
-/// `POST /api/blob`.
+/// Query of `POST /api/blob`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PutQuery {
+    /// Store the blob so that no peer may fetch it until `PUT /api/blob/{id}/access` (or a
+    /// job or inference request that names a cluster) says who may.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// `POST /api/blob[?private=true]`.
 pub async fn put(
     State(state): State<Arc<ApiState>>,
+    Query(q): Query<PutQuery>,
     body: Bytes,
 ) -> Result<Json<PutResponse>, ApiError> {
     if body.len() as u64 > state.max_blob_bytes {
@@ -119,7 +129,11 @@ pub async fn put(
         }
         .into());
     }
-    let manifest = state.client.put_blob(body.to_vec()).await?;
+    let manifest = if q.private {
+        state.client.put_private_blob(body.to_vec()).await?
+    } else {
+        state.client.put_blob(body.to_vec()).await?
+    };
     Ok(Json(PutResponse {
         id: manifest.id().map_err(ApiError::from)?,
         len: manifest.len,

@@ -21,6 +21,10 @@ pub(crate) enum BlobCommand {
     Put {
         /// The file to share.
         file: PathBuf,
+        /// Let no peer fetch it until it is shared (a job or inference request that names a
+        /// cluster, or `PUT /api/blob/{id}/access`).
+        #[arg(long)]
+        private: bool,
         /// API URL of the node.
         #[arg(long, value_name = "URL", env = "QUACKMESH_NODE", default_value = DEFAULT_NODE_URL)]
         node: String,

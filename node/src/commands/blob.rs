@@ -20,7 +20,11 @@ pub(crate) async fn run(args: BlobArgs) -> anyhow::Result<()> {
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()?;
     match args.command {
-        BlobCommand::Put { file, node } => put(&http, &file, &node).await,
+        BlobCommand::Put {
+            file,
+            private,
+            node,
+        } => put(&http, &file, private, &node).await,
         BlobCommand::Get {
             hash,
             output,
@@ -42,11 +46,12 @@ async fn error_text(resp: reqwest::Response) -> String {
     format!("{status}: {msg}")
 }
 
-async fn put(http: &reqwest::Client, file: &Path, node: &str) -> anyhow::Result<()> {
+async fn put(http: &reqwest::Client, file: &Path, private: bool, node: &str) -> anyhow::Result<()> {
     let data = tokio::fs::read(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let url = format!("{}/api/blob", node.trim_end_matches('/'));
+    let query = if private { "?private=true" } else { "" };
+    let url = format!("{}/api/blob{query}", node.trim_end_matches('/'));
     let resp = http
         .post(&url)
         .body(data)

@@ -28,17 +28,21 @@ pub(crate) async fn run(args: InferArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Uploads a file to the node; a `private` blob is fetchable by nobody until the node shares
+/// it (with the cluster, when the request is accepted).
 async fn upload(
     http: &reqwest::Client,
     node: &str,
     path: &Path,
     what: &str,
+    private: bool,
 ) -> anyhow::Result<Hash32> {
     let bytes = tokio::fs::read(path)
         .await
         .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+    let query = if private { "?private=true" } else { "" };
     let resp = http
-        .post(format!("{node}/api/blob"))
+        .post(format!("{node}/api/blob{query}"))
         .body(bytes)
         .send()
         .await
@@ -50,9 +54,9 @@ async fn upload(
 async fn submit(http: &reqwest::Client, node: &str, a: SubmitArgs) -> anyhow::Result<()> {
     let model = match a.model.parse::<Hash32>() {
         Ok(h) if !Path::new(&a.model).exists() => h,
-        _ => upload(http, node, Path::new(&a.model), "model").await?,
+        _ => upload(http, node, Path::new(&a.model), "model", false).await?,
     };
-    let input = upload(http, node, &a.input, "input").await?;
+    let input = upload(http, node, &a.input, "input", true).await?;
     let req = InferRequest {
         model,
         input_blob: input,

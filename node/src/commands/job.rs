@@ -72,8 +72,10 @@ async fn submit(http: &reqwest::Client, node: &str, a: SubmitArgs) -> anyhow::Re
                 Some(n) => data.take(n),
                 None => data,
             };
+            // Private from the upload on: the node shares it with the cluster when the job
+            // is accepted.
             let resp = http
-                .post(format!("{node}/api/blob"))
+                .post(format!("{node}/api/blob?private=true"))
                 .body(data.to_bytes()?)
                 .send()
                 .await?;

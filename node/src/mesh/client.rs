@@ -337,6 +337,17 @@ impl Client {
         Ok(manifest)
     }
 
+    /// Stores `data` as a blob no peer may fetch until [`Self::set_blob_access`] names who
+    /// may (cluster-private inputs and outputs), then announces it.
+    pub async fn put_private_blob(&self, data: Vec<u8>) -> Result<Manifest, MeshError> {
+        let blobs = self.blobs.clone();
+        let manifest = tokio::task::spawn_blocking(move || blobs.put_private(&data))
+            .await
+            .map_err(|e| MeshError::Build(format!("blob store task: {e}")))??;
+        self.provide(manifest.id()?).await?;
+        Ok(manifest)
+    }
+
     /// Makes blob `id` private to `peers` (`None`: public). Persisted; strangers get `Denied`.
     pub async fn set_blob_access(
         &self,

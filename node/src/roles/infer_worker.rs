@@ -225,8 +225,9 @@ async fn serve(
     }
     .to_bytes()
     .map_err(|e| internal(e.to_string()))?;
+    // Private from the start; the share below opens it to the cluster.
     let manifest = mesh
-        .put_blob(output)
+        .put_private_blob(output)
         .await
         .map_err(|e| internal(e.to_string()))?;
     let result = manifest.id().map_err(|e| internal(e.to_string()))?;

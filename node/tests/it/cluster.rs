@@ -234,10 +234,11 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
         );
     }
 
-    // A blob the renter shares with the cluster: p2 fetches it, p1 is denied.
+    // A blob the renter uploads private and then shares with the cluster: even a member is
+    // refused until the share; then p2 fetches it and p1 is still denied.
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let put: PutResponse = http
-        .post(format!("{}/api/blob", renter.api_url))
+        .post(format!("{}/api/blob?private=true", renter.api_url))
         .body(data)
         .send()
         .await
@@ -246,7 +247,27 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
         .await
         .unwrap();
     let blob = put.id;
-    // Sharing is per node: each member that may hold the blob marks it for the cluster.
+    let fetch = |p: &NodeProcess| {
+        http.post(format!("{}/api/blob/{blob}/fetch", p.api_url))
+            .send()
+    };
+    let denied_before = metric(&http, &renter, "quackmesh_mesh_acl_refusals_total", "blob").await;
+    assert_eq!(fetch(&p2).await.unwrap().status(), 202);
+    wait_for(
+        "p2 refused before the share",
+        Duration::from_secs(60),
+        || async {
+            let n = metric(&http, &renter, "quackmesh_mesh_acl_refusals_total", "blob").await;
+            (n > denied_before).then_some(())
+        },
+    )
+    .await;
+    let s: Value = f
+        .get(&p2.api_url, &format!("/api/blob/{blob}/status"))
+        .await;
+    assert_eq!(s["have"].as_u64().unwrap_or(0), 0, "{s}");
+    // Sharing is per node: each member that may hold the blob marks it for the cluster. The
+    // fetch p2 started goes on asking and completes once the renter has shared.
     for p in [&renter, &p2, &p3] {
         let shared = http
             .put(format!("{}/api/clusters/{cid}/blobs/{blob}", p.api_url))
@@ -255,12 +276,6 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
             .unwrap();
         assert!(shared.status().is_success(), "{}", shared.status());
     }
-    let denied_before = metric(&http, &renter, "quackmesh_mesh_acl_refusals_total", "blob").await;
-    let fetch = |p: &NodeProcess| {
-        http.post(format!("{}/api/blob/{blob}/fetch", p.api_url))
-            .send()
-    };
-    assert_eq!(fetch(&p2).await.unwrap().status(), 202);
     wait_for(
         "p2 fetched the cluster blob",
         Duration::from_secs(60),
@@ -272,6 +287,7 @@ async fn cluster_subnet_admits_rented_machines_and_renter_only() {
         },
     )
     .await;
+    let denied_before = metric(&http, &renter, "quackmesh_mesh_acl_refusals_total", "blob").await;
     assert_eq!(fetch(&p1).await.unwrap().status(), 202);
     wait_for("p1 denied", Duration::from_secs(60), || async {
         let n = metric(&http, &renter, "quackmesh_mesh_acl_refusals_total", "blob").await;
@@ -337,10 +353,11 @@ async fn cluster_training_moves_a_dead_machines_shard_and_completes() {
     let mut w2 = f.node("w2", 3, &provide);
     let cid = rent_all(&f, &renter, &[&w1, &w2]).await;
 
-    // The training set goes to the renter's node; the job names it and the cluster.
+    // The training set goes to the renter's node, private until the job shares it with the
+    // cluster; the job names it and the cluster.
     let http = reqwest::Client::new();
     let put: PutResponse = http
-        .post(format!("{}/api/blob", renter.api_url))
+        .post(format!("{}/api/blob?private=true", renter.api_url))
         .body(train.to_bytes().unwrap())
         .send()
         .await

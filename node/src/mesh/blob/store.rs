@@ -213,14 +213,54 @@ impl BlobStore {
     /// Stores a local blob (chunked, hashed, written to its file and synced, then committed)
     /// and returns its manifest.
     pub fn put(&self, data: &[u8]) -> Result<Manifest, BlobError> {
+        self.put_with_access(data, None)
+    }
+
+    /// Stores a local blob that no peer may fetch until its access list is widened
+    /// ([`Self::set_acl`]): the access list is in place before the blob exists for anyone, so
+    /// a peer that learns its id (from the DHT) in between gets `Denied`, never the bytes.
+    /// The same bytes stored privately before keep the access list they have (they may be
+    /// shared with a cluster already).
+    pub fn put_private(&self, data: &[u8]) -> Result<Manifest, BlobError> {
+        let id = BlobId::of(&Manifest::for_bytes(data).encode()?);
+        let current = self
+            .acl
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        self.put_with_access(data, Some(current.unwrap_or_default()))
+    }
+
+    fn put_with_access(
+        &self,
+        data: &[u8],
+        peers: Option<HashSet<PeerId>>,
+    ) -> Result<Manifest, BlobError> {
         let manifest = Manifest::for_bytes(data);
         let bytes = manifest.encode()?;
         let id = BlobId::of(&bytes);
+        if let Some(p) = &peers {
+            // Before the manifest commits: serving checks the access list first.
+            self.acl
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, p.clone());
+        }
         let file = self.file(&id, Some(manifest.len))?;
         let path = self.path(&id);
         file.write_all_at(data, 0).map_err(|e| file_err(&path, e))?;
         file.sync_data().map_err(|e| file_err(&path, e))?;
         self.db.write(|b| {
+            if let Some(p) = &peers {
+                b.put(
+                    ACL,
+                    id.as_bytes(),
+                    &AclRecord {
+                        peers: p.iter().copied().collect(),
+                    },
+                )?;
+            }
             put_bytes(b, MANIFESTS, id.as_bytes(), &bytes)?;
             b.remove(HAVE, id.as_bytes())?;
             b.put(
@@ -661,5 +701,33 @@ mod tests {
         assert!(!s.is_allowed(&id, &stranger));
         s.set_acl(&id, None).unwrap();
         assert!(s.is_allowed(&id, &stranger));
+    }
+
+    #[test]
+    fn private_put_is_closed_from_the_start_and_keeps_a_wider_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = PeerId::random();
+        let id = {
+            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let id = s.put_private(&data(3000)).unwrap().id().unwrap();
+            assert!(!s.is_allowed(&id, &peer), "nobody until shared");
+            s.set_acl(&id, Some([peer].into_iter().collect())).unwrap();
+            // The same bytes put privately again (a second job on the same input).
+            s.put_private(&data(3000)).unwrap();
+            assert!(s.is_allowed(&id, &peer), "still shared");
+            id
+        };
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        assert!(s.is_allowed(&id, &peer));
+        assert!(!s.is_allowed(&id, &PeerId::random()));
+        let public = s.put(&data(10)).unwrap().id().unwrap();
+        assert!(s.is_allowed(&public, &peer));
+        let private = s.put_private(&data(11)).unwrap().id().unwrap();
+        drop(s);
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        assert!(
+            !s.is_allowed(&private, &peer),
+            "the empty list is persisted"
+        );
     }
 }
