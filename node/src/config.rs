@@ -93,6 +93,9 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Address of the HTTP API (port 0: any free port).
     pub api_addr: SocketAddr,
+    /// The file holding the API token that clients other than loopback must send
+    /// (`<data_dir>/api-token` by default; created with a random token when missing).
+    pub api_token_file: PathBuf,
     /// Roles switched on.
     pub roles: Roles,
     /// Largest blob accepted by `POST /api/blob`.
@@ -108,6 +111,9 @@ pub struct NodeConfig {
     /// The provider's settings besides the price.
     pub provider: ProviderSettings,
 }
+
+/// Name of the API token file in the data dir.
+pub const API_TOKEN_FILE: &str = "api-token";
 
 /// Default pause between a provider's withdrawals of accrued rent, seconds.
 pub const DEFAULT_WITHDRAW_EVERY_SECS: u64 = 600;
@@ -178,6 +184,8 @@ pub struct ConfigLayer {
     pub bootstrap: Option<Vec<Multiaddr>>,
     /// API socket address.
     pub api: Option<SocketAddr>,
+    /// File holding the API token (default: `<data_dir>/api-token`).
+    pub api_token_file: Option<PathBuf>,
     /// Provider role.
     pub provide: Option<bool>,
     /// Contributor role.
@@ -294,6 +302,7 @@ impl ConfigLayer {
                 "LISTEN" => layer.listen = Some(parse_list(&var, &value, "multiaddrs")?),
                 "BOOTSTRAP" => layer.bootstrap = Some(parse_list(&var, &value, "multiaddrs")?),
                 "API" => layer.api = Some(parse_one(&var, &value, "host:port")?),
+                "API_TOKEN_FILE" => layer.api_token_file = Some(PathBuf::from(&value)),
                 "PROVIDE" => layer.provide = Some(parse_bool(&var, &value)?),
                 "CONTRIBUTE" => layer.contribute = Some(parse_bool(&var, &value)?),
                 "COORDINATOR" => layer.coordinator = Some(parse_bool(&var, &value)?),
@@ -333,6 +342,7 @@ impl ConfigLayer {
             listen: self.listen.or(lower.listen),
             bootstrap: self.bootstrap.or(lower.bootstrap),
             api: self.api.or(lower.api),
+            api_token_file: self.api_token_file.or(lower.api_token_file),
             provide: self.provide.or(lower.provide),
             contribute: self.contribute.or(lower.contribute),
             coordinator: self.coordinator.or(lower.coordinator),
@@ -356,6 +366,7 @@ impl ConfigLayer {
 
     /// Fills what is unset with the defaults.
     pub fn resolve(self) -> NodeConfig {
+        let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         // A node on a public network with no bootstrap peers of its own uses the network's.
         let default_bootstrap = self
             .network
@@ -391,7 +402,10 @@ impl ConfigLayer {
                 unlist_on_exit: self.unlist_on_exit.unwrap_or(false),
                 announce: self.announce,
             },
-            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            api_token_file: self
+                .api_token_file
+                .unwrap_or_else(|| data_dir.join(API_TOKEN_FILE)),
+            data_dir,
             listen: self.listen.unwrap_or_else(|| {
                 DEFAULT_LISTEN
                     .iter()

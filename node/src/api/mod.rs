@@ -6,9 +6,12 @@
 //! - `POST /api/blob`, `GET /api/blobs`, `GET /api/blob/{id}`, `GET /api/blob/{id}/status`,
 //!   `POST /api/blob/{id}/fetch`, `PUT /api/blob/{id}/access` ([`blob`]).
 //!
+//! Clients not on loopback need the node's API token for writes and private bytes ([`auth`]).
+//!
 //! Request bodies are capped (`max_blob_bytes` for blob uploads, a small default elsewhere).
 //! Errors are JSON `{"error": "..."}` with a status code that says whose fault it is.
 
+pub mod auth;
 pub mod blob;
 pub mod infer;
 pub mod jobs;

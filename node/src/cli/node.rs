@@ -47,6 +47,11 @@ pub(crate) struct NodeArgs {
     /// Address of the HTTP API; port 0 picks a free one [default: 127.0.0.1:7720].
     #[arg(long, value_name = "ADDR")]
     pub(crate) api: Option<SocketAddr>,
+    /// File with the API token that clients not on loopback must send as `Authorization:
+    /// Bearer TOKEN` to change anything or read private data; created with a random token if
+    /// missing [default: DATA_DIR/api-token].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
     /// Discover peers on the local network with mDNS (multicast; off by default).
     #[arg(long)]
     pub(crate) mdns: bool,
@@ -117,6 +122,7 @@ impl NodeArgs {
             listen: list(&self.listen),
             bootstrap: list(&self.bootstrap),
             api: self.api,
+            api_token_file: self.api_token_file.clone(),
             provide: flag(self.provide),
             contribute: flag(self.contribute),
             coordinator: flag(self.coordinator),

@@ -16,9 +16,7 @@ use quackmesh::{
 use crate::cli::blob::{BlobArgs, BlobCommand};
 
 pub(crate) async fn run(args: BlobArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let http = super::http::api_client()?;
     match args.command {
         BlobCommand::Put {
             file,

@@ -16,9 +16,7 @@ use crate::{
 };
 
 pub(crate) async fn run(args: InferArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
+    let http = super::http::api_client()?;
     let node = args.node.trim_end_matches('/').to_owned();
     match args.command {
         InferCommand::Submit(s) => submit(&http, &node, *s).await,

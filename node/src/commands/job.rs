@@ -15,9 +15,7 @@ use quackmesh::{
 use crate::cli::job::{JobArgs, JobCommand, SubmitArgs};
 
 pub(crate) async fn run(args: JobArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let http = super::http::api_client()?;
     let node = args.node.trim_end_matches('/').to_owned();
     match args.command {
         JobCommand::Submit(s) => submit(&http, &node, *s).await,

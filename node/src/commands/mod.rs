@@ -4,6 +4,7 @@ use crate::cli::Command;
 
 mod blob;
 mod chain;
+mod http;
 mod infer;
 mod job;
 mod learn;

@@ -19,6 +19,11 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
             writeln!(out, "listen: {addr}")?;
         }
         writeln!(out, "api: {}", node.api_url())?;
+        writeln!(
+            out,
+            "api_token_file: {}",
+            node.config.api_token_file.display()
+        )?;
         out.flush()?;
     }
     wait_for_signal().await?;

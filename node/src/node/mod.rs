@@ -74,6 +74,9 @@ pub enum NodeError {
     /// The roles could not start.
     #[error("roles: {0}")]
     Roles(String),
+    /// The API token file could not be read or created.
+    #[error(transparent)]
+    ApiToken(#[from] api::auth::AuthError),
     /// The API could not bind its address.
     #[error("cannot serve the API on {addr}: {reason}")]
     Api {
@@ -247,6 +250,12 @@ impl NodeBuilder {
             chain_client = Some(started.chain);
             roles_handle = Some(started.roles);
         }
+        // Clients beyond loopback need the token to change anything (see `api::auth`).
+        let token = api::auth::ApiToken::load_or_create(&config.api_token_file)?;
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            token,
+            api::auth::require_token,
+        ));
         let listener = tokio::net::TcpListener::bind(config.api_addr)
             .await
             .map_err(|e| NodeError::Api {
@@ -259,7 +268,8 @@ impl NodeBuilder {
         })?;
         let (api_stop, api_stopped) = oneshot::channel::<()>();
         tasks.push(tokio::spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let server = axum::serve(listener, service).with_graceful_shutdown(async move {
                 let _ = api_stopped.await;
             });
             if let Err(e) = server.await {
