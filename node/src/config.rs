@@ -156,6 +156,8 @@ pub struct ChainSettings {
     pub private_key_file: Option<PathBuf>,
     /// Keystore file.
     pub keystore: Option<PathBuf>,
+    /// File holding the keystore's password (instead of `QUACKMESH_KEYSTORE_PASSWORD`).
+    pub keystore_password_file: Option<PathBuf>,
     /// Devnet account index.
     pub dev_account: Option<usize>,
 }
@@ -209,8 +211,10 @@ pub struct ConfigLayer {
     pub networks: Option<PathBuf>,
     /// A file holding the node's hex private key.
     pub private_key_file: Option<PathBuf>,
-    /// An encrypted keystore (password in QUACKMESH_KEYSTORE_PASSWORD).
+    /// An encrypted keystore (password in QUACKMESH_KEYSTORE_PASSWORD or the file below).
     pub keystore: Option<PathBuf>,
+    /// File holding the keystore password.
+    pub keystore_password_file: Option<PathBuf>,
     /// On devnet, which of anvil's funded accounts to use when no key is given.
     pub dev_account: Option<usize>,
     /// The contributor's training data (MNIST-format directory).
@@ -319,6 +323,9 @@ impl ConfigLayer {
                 "NETWORKS" => layer.networks = Some(PathBuf::from(&value)),
                 "PRIVATE_KEY_FILE" => layer.private_key_file = Some(PathBuf::from(&value)),
                 "KEYSTORE" => layer.keystore = Some(PathBuf::from(&value)),
+                "KEYSTORE_PASSWORD_FILE" => {
+                    layer.keystore_password_file = Some(PathBuf::from(&value));
+                }
                 "DEV_ACCOUNT" => {
                     layer.dev_account = Some(parse_one(&var, &value, "an account index")?)
                 }
@@ -355,6 +362,7 @@ impl ConfigLayer {
             networks: self.networks.or(lower.networks),
             private_key_file: self.private_key_file.or(lower.private_key_file),
             keystore: self.keystore.or(lower.keystore),
+            keystore_password_file: self.keystore_password_file.or(lower.keystore_password_file),
             dev_account: self.dev_account.or(lower.dev_account),
             data: self.data.or(lower.data),
             price: self.price.or(lower.price),
@@ -388,6 +396,7 @@ impl ConfigLayer {
             networks: self.networks,
             private_key_file: self.private_key_file,
             keystore: self.keystore,
+            keystore_password_file: self.keystore_password_file,
             dev_account: self.dev_account,
         });
         NodeConfig {

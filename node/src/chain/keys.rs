@@ -89,6 +89,22 @@ pub fn load_keystore(path: &Path, password: &str) -> Result<PrivateKeySigner, Er
         .map_err(|e| Error::Key(format!("cannot decrypt keystore {}: {e}", path.display())))
 }
 
+/// Longest keystore password file read.
+const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+/// Reads a keystore password from `path`: the file's text without its trailing line break.
+pub fn read_password_file(path: &Path) -> Result<String, Error> {
+    let err = |reason: String| Error::Key(format!("password file {}: {reason}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
+    if len > MAX_PASSWORD_FILE_BYTES {
+        return Err(err(format!("longer than {MAX_PASSWORD_FILE_BYTES} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Where to look for a key; see [`resolve_signer`] for the order.
 #[derive(Debug, Clone, Default)]
 pub struct KeyOptions {
@@ -211,6 +227,24 @@ mod tests {
             "zero is no key"
         );
         assert!(parse_private_key(&format!("0x{}\n", DEV_KEYS[1])).is_ok());
+    }
+
+    #[test]
+    fn keystore_opens_with_a_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (created, path) = create_keystore(dir.path(), "correct horse").unwrap();
+        let pw = dir.path().join("password");
+        std::fs::write(&pw, "correct horse\n").unwrap();
+        let opts = KeyOptions {
+            keystore: Some(path),
+            keystore_password: Some(read_password_file(&pw).unwrap()),
+            ..KeyOptions::default()
+        };
+        let (s, _) = resolve_signer(&opts, false).unwrap().unwrap();
+        assert_eq!(s.address(), created.address());
+        std::fs::write(&pw, vec![b'x'; 5000]).unwrap();
+        assert!(read_password_file(&pw).is_err(), "oversized");
+        assert!(read_password_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -101,13 +101,17 @@ pub(crate) struct NodeArgs {
     /// An encrypted keystore [default: <data-dir>/keystore.json when it exists].
     #[arg(long, value_name = "FILE")]
     pub(crate) keystore: Option<PathBuf>,
+    /// File holding the keystore's password (instead of $QUACKMESH_KEYSTORE_PASSWORD; for
+    /// services, where an environment is easier to leak than a 0600 file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) keystore_password_file: Option<PathBuf>,
     /// On devnet only: which of anvil's ten funded accounts is this node's key.
     #[arg(long, value_name = "INDEX")]
     pub(crate) dev_account: Option<usize>,
     /// TOML file with the same settings (keys: data_dir, listen, bootstrap, api, provide,
     /// contribute, coordinator, mdns, upload_rate, max_blob_bytes, data, price, withdraw_every,
     /// unlist_on_exit, announce, network, rpc_url, deployment, networks, private_key_file,
-    /// keystore, dev_account).
+    /// keystore, keystore_password_file, api_token_file, dev_account).
     #[arg(long, value_name = "FILE", env = "QUACKMESH_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -135,6 +139,7 @@ impl NodeArgs {
             networks: self.networks.clone(),
             private_key_file: self.private_key_file.clone(),
             keystore: self.keystore.clone(),
+            keystore_password_file: self.keystore_password_file.clone(),
             dev_account: self.dev_account,
             data: self.data.clone(),
             price: self.price.clone(),

@@ -69,9 +69,7 @@ fn key_options(key: &KeyArgs) -> anyhow::Result<KeyOptions> {
     opts.data_dir = Some(key.data_dir.clone());
     opts.dev_account = Some(key.dev_account);
     if let Some(path) = &key.password_file {
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("reading password file {}", path.display()))?;
-        opts.keystore_password = Some(password.trim_end_matches(['\r', '\n']).to_owned());
+        opts.keystore_password = Some(keys::read_password_file(path)?);
     }
     Ok(opts)
 }

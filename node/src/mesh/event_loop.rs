@@ -548,14 +548,26 @@ impl EventLoop {
                         res,
                         Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_)
                     );
+                let local = *self.swarm.local_peer_id();
+                let mut answered = false;
                 if let Some((found, _)) = self.pending_providers.get_mut(&id)
                     && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = res
                 {
                     found.extend(providers);
+                    found.remove(&local);
+                    answered = !found.is_empty();
                 }
-                if done && let Some((mut found, reply)) = self.pending_providers.remove(&id) {
-                    found.remove(self.swarm.local_peer_id());
+                // The first holders are enough to start from (fetches ask again for more);
+                // waiting for the whole query can take its 30 s timeout when one of the
+                // closest peers is slow to answer, and the fetch would sit idle all that time.
+                if (done || answered)
+                    && let Some((found, reply)) = self.pending_providers.remove(&id)
+                {
                     let _ = reply.send(found);
+                    if !done && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                    {
+                        query.finish();
+                    }
                 }
             }
             kad::QueryResult::StartProviding(Err(e)) => {

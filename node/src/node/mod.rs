@@ -330,20 +330,23 @@ async fn start_roles(
         settings.deployment.as_deref(),
     )
     .map_err(chain_err)?;
-    let keys = chain::keys::KeyOptions {
+    let mut keys = chain::keys::KeyOptions {
         private_key_file: settings.private_key_file.clone(),
         keystore: settings.keystore.clone(),
         data_dir: Some(config.data_dir.clone()),
         dev_account: settings.dev_account,
         ..chain::keys::KeyOptions::from_env()
     };
+    if let Some(path) = &settings.keystore_password_file {
+        keys.keystore_password = Some(chain::keys::read_password_file(path).map_err(chain_err)?);
+    }
     let devnet = cfg.network.name == "devnet";
     let (signer, origin) = chain::keys::resolve_signer(&keys, devnet)
         .map_err(chain_err)?
         .ok_or_else(|| {
             NodeError::Chain(
                 "the node needs a chain key: set QUACKMESH_PRIVATE_KEY, --private-key-file or \
-                 --keystore (or --dev-account on devnet)"
+                 --keystore with --keystore-password-file (or --dev-account on devnet)"
                     .into(),
             )
         })?;
