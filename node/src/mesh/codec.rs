@@ -5,17 +5,16 @@
 //!
 //! [`Envelope`]: crate::mesh::message::Envelope
 
-use std::{
-    io,
-    marker::PhantomData,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{io, marker::PhantomData, sync::Arc};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::mesh::message::{MessageError, decode_versioned, encode_versioned_into};
+use crate::mesh::{
+    buffers::BufferPool,
+    message::{MessageError, decode_versioned, encode_versioned_into},
+};
 
 /// Initial read buffer; grows up to the cap.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -47,39 +46,17 @@ pub struct CodecLimits {
     pub response_prealloc_bytes: usize,
 }
 
-/// Read and encode buffers reused across streams: a fresh 1 MiB buffer per chunk costs page
-/// faults and zeroing that showed up as the largest item in the swarm benchmark's profile.
-/// Bounded in count and size; shared by the clones of one codec.
-#[derive(Debug, Clone, Default)]
-pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl BufferPool {
-    fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        if buf.capacity() > MAX_POOLED_BYTES {
-            return;
-        }
-        let mut pool = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < POOL_BUFFERS {
-            pool.push(buf);
-        }
-    }
+fn new_pool() -> BufferPool {
+    BufferPool::new(POOL_BUFFERS, 0, MAX_POOLED_BYTES)
 }
 
 /// A request-response codec for `Req`/`Resp` with explicit limits.
 pub struct CborCodec<Req, Resp> {
     limits: CodecLimits,
-    /// Encode buffers (emptied before each use).
-    pool: BufferPool,
+    /// Encode buffers (emptied before each use), shared by the clones of one codec.
+    pool: Arc<BufferPool>,
     /// Read buffers, kept at their initialised length so a read does not zero them again.
-    read_pool: BufferPool,
+    read_pool: Arc<BufferPool>,
     _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
@@ -88,8 +65,8 @@ impl<Req, Resp> CborCodec<Req, Resp> {
     pub fn new(limits: CodecLimits) -> Self {
         Self {
             limits,
-            pool: BufferPool::default(),
-            read_pool: BufferPool::default(),
+            pool: Arc::new(new_pool()),
+            read_pool: Arc::new(new_pool()),
             _types: PhantomData,
         }
     }
@@ -319,7 +296,7 @@ mod tests {
 
     #[test]
     fn buffers_grow_to_the_cap_and_are_reused() {
-        let pool = BufferPool::default();
+        let pool = new_pool();
         let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         for _ in 0..3 {
             let mut buf = pool.take();
@@ -330,7 +307,7 @@ mod tests {
             assert_eq!(&buf[..n], &data[..]);
             pool.give(buf);
         }
-        assert_eq!(pool.0.lock().unwrap().len(), 1, "one buffer recycled");
+        assert_eq!(pool.pooled(), 1, "one buffer recycled");
         let mut buf = Vec::new();
         let mut io = Cursor::new(data.clone());
         let r = futures::executor::block_on(read_into(&mut io, &mut buf, 2999, 16)).unwrap();

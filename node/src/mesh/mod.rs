@@ -20,6 +20,7 @@
 
 pub mod behaviour;
 pub mod blob;
+pub mod buffers;
 mod client;
 pub mod codec;
 mod config;

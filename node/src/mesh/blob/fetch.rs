@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, watch};
 use crate::mesh::{
     Client, MeshError,
     blob::{
-        BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk, buffers,
+        BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk,
         scheduler::{Action, DropReason, Failure, Scheduler},
         stream::{ChunkOutcome, ChunkPipe},
     },
+    buffers,
 };
 
 /// Verified chunks waiting for the writer.
@@ -225,7 +226,7 @@ fn write_loop(
         }
         written += blobs.write_chunks(&id, &batch)?.new_chunks;
         for chunk in batch {
-            buffers::give(chunk.into_data());
+            buffers::give_chunk(chunk.into_data());
         }
     }
     Ok(written)
@@ -435,7 +436,7 @@ pub(crate) async fn run(
                             }
                         } else {
                             report.duplicate_chunks += 1;
-                            buffers::give(chunk.into_data());
+                            buffers::give_chunk(chunk.into_data());
                         }
                     }
                     ChunkOutcome::Bad(e) => {

@@ -2,7 +2,6 @@
 //!
 //! - [`manifest`]: chunking and the manifest whose hash is the blob id (pure).
 //! - [`bitfield`]: which chunks a peer holds (pure).
-//! - [`buffers`]: chunk-sized buffers reused across fetches and uploads.
 //! - [`wire`]: the blob protocol's requests and responses.
 //! - [`store`]: chunk bytes in one file per blob; manifests, held-chunk bitfields, completion,
 //!   wanted list and allow-lists in redb.
@@ -18,7 +17,6 @@
 //! several holders, and the origin's upload stops being the bottleneck.
 
 pub mod bitfield;
-pub mod buffers;
 pub mod fetch;
 pub mod manifest;
 pub mod scheduler;

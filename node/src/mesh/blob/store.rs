@@ -91,7 +91,7 @@ impl VerifiedChunk {
         self.data.is_empty()
     }
 
-    /// The chunk's bytes (to hand the buffer back to [`super::buffers`] once stored).
+    /// The chunk's bytes (to hand the buffer back to [`crate::mesh::buffers`] once stored).
     pub fn into_data(self) -> Vec<u8> {
         self.data
     }
@@ -213,7 +213,7 @@ impl BlobStore {
     /// Stores a local blob (chunked, hashed, written to its file and synced, then committed)
     /// and returns its manifest.
     pub fn put(&self, data: &[u8]) -> Result<Manifest, BlobError> {
-        self.put_with_access(data, None)
+        self.put_with_access(data, |_| None)
     }
 
     /// Stores a local blob that no peer may fetch until its access list is widened
@@ -222,31 +222,28 @@ impl BlobStore {
     /// The same bytes stored privately before keep the access list they have (they may be
     /// shared with a cluster already).
     pub fn put_private(&self, data: &[u8]) -> Result<Manifest, BlobError> {
-        let id = BlobId::of(&Manifest::for_bytes(data).encode()?);
-        let current = self
-            .acl
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned();
-        self.put_with_access(data, Some(current.unwrap_or_default()))
+        self.put_with_access(data, |current| Some(current.cloned().unwrap_or_default()))
     }
 
+    /// Stores a local blob with the access list `access` gives from the current one (`None`:
+    /// leave it as it is).
     fn put_with_access(
         &self,
         data: &[u8],
-        peers: Option<HashSet<PeerId>>,
+        access: impl FnOnce(Option<&HashSet<PeerId>>) -> Option<HashSet<PeerId>>,
     ) -> Result<Manifest, BlobError> {
         let manifest = Manifest::for_bytes(data);
         let bytes = manifest.encode()?;
         let id = BlobId::of(&bytes);
-        if let Some(p) = &peers {
-            // Before the manifest commits: serving checks the access list first.
-            self.acl
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, p.clone());
-        }
+        let peers = {
+            // Set before the manifest commits: serving checks the access list first.
+            let mut acl = self.acl.write().unwrap_or_else(PoisonError::into_inner);
+            let peers = access(acl.get(&id));
+            if let Some(p) = &peers {
+                acl.insert(id, p.clone());
+            }
+            peers
+        };
         let file = self.file(&id, Some(manifest.len))?;
         let path = self.path(&id);
         file.write_all_at(data, 0).map_err(|e| file_err(&path, e))?;
@@ -405,7 +402,7 @@ impl BlobStore {
         }
         let r = state.manifest.chunk_range(index);
         // Every byte is overwritten by the read (see `buffers`).
-        let mut data = super::buffers::take((r.end - r.start) as usize);
+        let mut data = crate::mesh::buffers::take_chunk((r.end - r.start) as usize);
         let file = self.file(id, None)?;
         file.read_exact_at(&mut data, r.start)
             .map_err(|e| file_err(&self.path(id), e))?;

@@ -36,10 +36,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::mesh::{
     MeshConfig, MeshMetrics,
     blob::{
-        Bitfield, BlobError, BlobId, BlobStore, MAX_CHUNK_BYTES, Manifest, VerifiedChunk, buffers,
+        Bitfield, BlobError, BlobId, BlobStore, MAX_CHUNK_BYTES, Manifest, VerifiedChunk,
         scheduler::Failure,
         uploads::{ChunkSpread, TokenBucket},
     },
+    buffers,
     message::{MessageError, decode_versioned, encode_versioned_into},
     topics::CHUNK_PROTOCOL,
 };
@@ -189,7 +190,7 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
                 });
             }
             // Every byte is overwritten by the read (see `buffers`).
-            let mut data = buffers::take(*len as usize);
+            let mut data = buffers::take_chunk(*len as usize);
             r.read_exact(&mut data).await?;
             data
         }
@@ -382,7 +383,7 @@ impl ChunkServer {
         stream.flush().await?;
         self.metrics.blob_chunks_served.inc();
         self.metrics.blob_bytes_served.inc_by(data.len() as u64);
-        buffers::give(data);
+        buffers::give_chunk(data);
         Ok(())
     }
 }
