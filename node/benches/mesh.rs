@@ -301,7 +301,8 @@ impl libp2p::request_response::Codec for RawCodec {
 }
 
 fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>> {
-    use libp2p::{noise, request_response as rr, tcp, yamux};
+    use libp2p::{request_response as rr, tcp, yamux};
+    use quackmesh::mesh::noise;
     let behaviour = |_: &libp2p::identity::Keypair| {
         rr::Behaviour::with_codec(
             RawCodec,
@@ -405,13 +406,24 @@ async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
     d
 }
 
-fn stream_swarm(quic: bool) -> libp2p::Swarm<libp2p_stream::Behaviour> {
-    use libp2p::{noise, tcp, yamux};
+/// The transports a raw-stream run can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Quic,
+    /// TCP + the mesh's Noise (`quackmesh::mesh::noise`) + Yamux: what the nodes run.
+    Tcp,
+    /// TCP + `libp2p-noise` + Yamux, for comparison.
+    TcpLibp2pNoise,
+}
+
+fn stream_swarm(wire: Wire) -> libp2p::Swarm<libp2p_stream::Behaviour> {
+    use libp2p::{tcp, yamux};
     let behaviour = |_: &libp2p::identity::Keypair| libp2p_stream::Behaviour::new();
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
-    if quic {
-        builder
+    let tcp_config = tcp::Config::default().nodelay(true);
+    match wire {
+        Wire::Quic => builder
             .with_quic_config(|mut c| {
                 c.max_stream_data = 16 * 1024 * 1024;
                 c.max_connection_data = 64 * 1024 * 1024;
@@ -420,31 +432,41 @@ fn stream_swarm(quic: bool) -> libp2p::Swarm<libp2p_stream::Behaviour> {
             .with_behaviour(behaviour)
             .expect("behaviour")
             .with_swarm_config(idle)
-            .build()
-    } else {
-        builder
+            .build(),
+        Wire::Tcp => builder
             .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
+                tcp_config,
+                quackmesh::mesh::noise::Config::new,
                 yamux::Config::default,
             )
             .expect("tcp")
             .with_behaviour(behaviour)
             .expect("behaviour")
             .with_swarm_config(idle)
-            .build()
+            .build(),
+        Wire::TcpLibp2pNoise => builder
+            .with_tcp(
+                tcp_config,
+                libp2p::noise::Config::new,
+                yamux::Config::default,
+            )
+            .expect("tcp")
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .with_swarm_config(idle)
+            .build(),
     }
 }
 
 /// libp2p alone over `streams` raw streams (`libp2p-stream`) of one connection: `total` bytes
 /// written in 1 MiB writes, split over the streams, and read on the other side; no framing,
 /// store or hashing. The transport's own ceiling.
-async fn raw_stream(quic: bool, total: usize, streams: usize) -> Duration {
+async fn raw_stream(wire: Wire, total: usize, streams: usize) -> Duration {
     use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     use libp2p::swarm::SwarmEvent;
     let proto = libp2p::StreamProtocol::new("/bench/stream/1");
-    let mut server = stream_swarm(quic);
-    let listen = if quic {
+    let mut server = stream_swarm(wire);
+    let listen = if wire == Wire::Quic {
         "/ip4/127.0.0.1/udp/0/quic-v1"
     } else {
         "/ip4/127.0.0.1/tcp/0"
@@ -492,7 +514,7 @@ async fn raw_stream(quic: bool, total: usize, streams: usize) -> Duration {
         }
         got
     });
-    let mut client = stream_swarm(quic);
+    let mut client = stream_swarm(wire);
     let control = client.behaviour().new_control();
     client
         .dial(addr.with_p2p(server_id).expect("p2p"))
@@ -633,18 +655,45 @@ fn main() {
         .build()
         .expect("runtime");
 
+    // `QM_BENCH_ONLY=fetch-tcp`: the TCP blob fetch alone (for profiling it).
+    if only == "fetch-tcp" {
+        let l = rt.block_on(link(
+            "tcp+noise+yamux",
+            "/ip4/127.0.0.1/tcp/0",
+            blob.clone(),
+            runs,
+        ));
+        println!(
+            "blob fetch over TCP: {:.0} MB/s, {:.2} CPU ns/B",
+            mbps(len, l.fetch.wall),
+            l.fetch.cpu.as_nanos() as f64 / len as f64
+        );
+        return;
+    }
     let streams = env_usize("QM_BENCH_STREAMS", 4);
-    let stream_tcp1 = best_async(&rt, runs, || raw_stream(false, len, 1));
-    let stream_tcp = best_async(&rt, runs, || raw_stream(false, len, streams));
-    let stream_quic1 = best_async(&rt, runs, || raw_stream(true, len, 1));
-    let stream_quic = best_async(&rt, runs, || raw_stream(true, len, streams));
-    if only == "stream" {
+    let stream_tcp1 = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, 1));
+    let stream_tcp = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, streams));
+    let stream_libp2p_noise = best_async(&rt, runs, || raw_stream(Wire::TcpLibp2pNoise, len, 1));
+    // `QM_BENCH_ONLY=stream-tcp`: the TCP streams alone (for profiling one transport).
+    let (stream_quic1, stream_quic) = if only == "stream-tcp" {
+        (Timed::SKIPPED, Timed::SKIPPED)
+    } else {
+        (
+            best_async(&rt, runs, || raw_stream(Wire::Quic, len, 1)),
+            best_async(&rt, runs, || raw_stream(Wire::Quic, len, streams)),
+        )
+    };
+    if only.starts_with("stream") {
         for (what, d) in [
             ("tcp 1 stream", stream_tcp1),
             ("tcp n streams", stream_tcp),
+            ("tcp with libp2p-noise, 1 stream", stream_libp2p_noise),
             ("quic 1 stream", stream_quic1),
             ("quic n streams", stream_quic),
         ] {
+            if d == Timed::SKIPPED {
+                continue;
+            }
             println!(
                 "{what}: {:.0} MB/s, {:.2} CPU ns/B",
                 mbps(len, d.wall),
@@ -710,6 +759,10 @@ fn main() {
     row(
         "libp2p raw stream alone, TCP+Noise+Yamux, 1 stream",
         stream_tcp1,
+    );
+    row(
+        "the same with libp2p-noise instead of the mesh's Noise",
+        stream_libp2p_noise,
     );
     row(
         &format!("libp2p raw streams alone, TCP+Noise+Yamux, {streams} streams"),

@@ -28,14 +28,14 @@ mod error;
 mod event_loop;
 pub mod message;
 pub mod metrics;
+pub mod noise;
 pub mod peers;
 pub mod topics;
 
 use std::sync::Arc;
 
 use libp2p::{
-    PeerId, SwarmBuilder, gossipsub::MessageId, identity::Keypair, noise, request_response, tcp,
-    yamux,
+    PeerId, SwarmBuilder, gossipsub::MessageId, identity::Keypair, request_response, tcp, yamux,
 };
 use tokio::sync::mpsc;
 

@@ -1,0 +1,630 @@
+//! Noise for the mesh's TCP connections: libp2p's `/noise` protocol, wire-compatible with
+//! `libp2p-noise` (and every other libp2p implementation), with a leaner transport phase.
+//!
+//! The handshake is the libp2p one: `Noise_XX_25519_ChaChaPoly_SHA256`, every message a
+//! 2-byte big-endian length and its bytes, and a protobuf payload in messages 2 and 3 carrying
+//! the sender's identity key and its signature over `"noise-libp2p-static-key:" || static DH
+//! key`. `snow` runs it. The transport phase is ours: `libp2p-noise` moves each 64 KiB record
+//! through three buffers on the way out (its send buffer, a sealing buffer, the framed
+//! writer's) and two on the way in, and those copies cost about as much CPU as the cipher
+//! itself (see docs/benchmarks.md). Here a record is gathered once into the buffer it is sealed
+//! in and written from, and opened in the receive buffer it arrived in: ChaCha20-Poly1305 in
+//! place (ring), nonces counted as Noise specifies (4 zero bytes, then a little-endian u64).
+
+use std::{
+    io,
+    ops::Range,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future::BoxFuture};
+use libp2p::{
+    PeerId,
+    core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
+    identity,
+};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use x25519_dalek::{X25519_BASEPOINT_BYTES, x25519};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The protocol name multistream-select negotiates (the same as `libp2p-noise`'s).
+pub const PROTOCOL: &str = "/noise";
+const PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+const STATIC_KEY_DOMAIN: &[u8] = b"noise-libp2p-static-key:";
+/// Largest Noise message: the 2-byte length prefix caps it.
+const MAX_MESSAGE: usize = u16::MAX as usize;
+const TAG_LEN: usize = 16;
+/// Plaintext bytes per transport record.
+const MAX_PLAIN: usize = MAX_MESSAGE - TAG_LEN;
+/// Receive buffer: room for a few whole records, so one read syscall takes what has arrived
+/// and a partial record rarely needs moving.
+const RECV_BUF: usize = 4 * (2 + MAX_MESSAGE);
+/// A peer that has not finished the handshake by then is cut off: a pending connection holds
+/// one of the swarm's few pending-connection slots.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Largest handshake payload we accept (identity key, signature, extensions: well under 1 KiB
+/// in practice).
+const MAX_PAYLOAD: usize = 8 * 1024;
+
+/// Why a Noise handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NoiseError {
+    #[error("noise i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("noise: {0}")]
+    Snow(#[from] snow::Error),
+    #[error("noise handshake payload: {0}")]
+    Payload(&'static str),
+    #[error("noise: remote identity key: {0}")]
+    Key(#[from] identity::DecodingError),
+    #[error("noise: the remote's signature over its static key does not verify")]
+    BadSignature,
+    #[error("noise: signing our static key: {0}")]
+    Signing(#[from] identity::SigningError),
+    #[error("noise: handshake not finished within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// The security upgrade: use as `SwarmBuilder::with_tcp(tcp, noise::Config::new, ...)`.
+#[derive(Clone)]
+pub struct Config {
+    /// The static X25519 secret, one per swarm as in `libp2p-noise`.
+    dh_secret: Zeroizing<[u8; 32]>,
+    /// Our handshake payload: identity key and its signature over the static DH key.
+    payload: Vec<u8>,
+    handshake_timeout: std::time::Duration,
+}
+
+impl Config {
+    pub fn new(keypair: &identity::Keypair) -> Result<Self, NoiseError> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        fill_random(secret.as_mut())?;
+        let public = x25519(*secret, X25519_BASEPOINT_BYTES);
+        let signature = keypair.sign(&[STATIC_KEY_DOMAIN, public.as_slice()].concat())?;
+        Ok(Self {
+            dh_secret: secret,
+            payload: encode_payload(&keypair.public().encode_protobuf(), &signature),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        })
+    }
+
+    fn handshake_state(&self, initiator: bool) -> Result<snow::HandshakeState, NoiseError> {
+        let params = PARAMS.parse()?;
+        let builder = snow::Builder::with_resolver(params, Box::new(Resolver))
+            .local_private_key(self.dh_secret.as_slice())?
+            .prologue(&[])?;
+        Ok(if initiator {
+            builder.build_initiator()?
+        } else {
+            builder.build_responder()?
+        })
+    }
+
+    async fn handshake<T>(self, io: T, initiator: bool) -> Result<(PeerId, Output<T>), NoiseError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limit = self.handshake_timeout;
+        tokio::time::timeout(limit, self.run_handshake(io, initiator))
+            .await
+            .map_err(|_| NoiseError::Timeout(limit))?
+    }
+
+    /// The XX handshake: `-> e`, `<- e, ee, s, es + payload`, `-> s, se + payload`.
+    async fn run_handshake<T>(
+        self,
+        mut io: T,
+        initiator: bool,
+    ) -> Result<(PeerId, Output<T>), NoiseError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut hs = self.handshake_state(initiator)?;
+        let mut msg = vec![0u8; MAX_MESSAGE];
+        let mut payload = vec![0u8; MAX_MESSAGE];
+        let remote = if initiator {
+            let n = hs.write_message(&[], &mut msg)?;
+            send_message(&mut io, &msg[..n]).await?;
+            let n = recv_message(&mut io, &mut msg).await?;
+            let p = hs.read_message(&msg[..n], &mut payload)?;
+            let remote = RemotePayload::decode(&payload[..p])?;
+            let n = hs.write_message(&self.payload, &mut msg)?;
+            send_message(&mut io, &msg[..n]).await?;
+            remote
+        } else {
+            let n = recv_message(&mut io, &mut msg).await?;
+            if hs.read_message(&msg[..n], &mut payload)? != 0 {
+                return Err(NoiseError::Payload("the first message must be empty"));
+            }
+            let n = hs.write_message(&self.payload, &mut msg)?;
+            send_message(&mut io, &msg[..n]).await?;
+            let n = recv_message(&mut io, &mut msg).await?;
+            let p = hs.read_message(&msg[..n], &mut payload)?;
+            RemotePayload::decode(&payload[..p])?
+        };
+        if !hs.is_handshake_finished() {
+            return Err(NoiseError::Payload("handshake did not finish"));
+        }
+        let remote_static = hs
+            .get_remote_static()
+            .ok_or(NoiseError::Payload("no remote static key"))?
+            .to_vec();
+        let key = identity::PublicKey::try_decode_protobuf(&remote.identity_key)?;
+        if !key.verify(
+            &[STATIC_KEY_DOMAIN, remote_static.as_slice()].concat(),
+            &remote.identity_sig,
+        ) {
+            return Err(NoiseError::BadSignature);
+        }
+        // Noise's Split(): the first key seals what the initiator sends.
+        let (mut i2r, mut r2i) = hs.dangerously_get_raw_split();
+        let (send, recv) = if initiator {
+            (&i2r, &r2i)
+        } else {
+            (&r2i, &i2r)
+        };
+        let out = Output::new(io, send, recv);
+        i2r.zeroize();
+        r2i.zeroize();
+        Ok((key.to_peer_id(), out?))
+    }
+}
+
+impl UpgradeInfo for Config {
+    type Info = &'static str;
+    type InfoIter = std::iter::Once<Self::Info>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        std::iter::once(PROTOCOL)
+    }
+}
+
+impl<T> InboundConnectionUpgrade<T> for Config
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = (PeerId, Output<T>);
+    type Error = NoiseError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_inbound(self, socket: T, _: Self::Info) -> Self::Future {
+        Box::pin(self.handshake(socket, false))
+    }
+}
+
+impl<T> OutboundConnectionUpgrade<T> for Config
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = (PeerId, Output<T>);
+    type Error = NoiseError;
+    type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+
+    fn upgrade_outbound(self, socket: T, _: Self::Info) -> Self::Future {
+        Box::pin(self.handshake(socket, true))
+    }
+}
+
+async fn send_message<T: AsyncWrite + Unpin>(io: &mut T, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| io::Error::other("noise message too long"))?;
+    let mut framed = Vec::with_capacity(2 + msg.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    io.write_all(&framed).await?;
+    io.flush().await
+}
+
+/// Reads exactly one length-prefixed message, and nothing past it: the transport phase
+/// starts with whatever follows.
+async fn recv_message<T: AsyncRead + Unpin>(io: &mut T, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    let dst = buf
+        .get_mut(..len)
+        .ok_or_else(|| io::Error::other("noise message longer than the buffer"))?;
+    io.read_exact(dst).await?;
+    Ok(len)
+}
+
+// --- the handshake payload (protobuf `NoiseHandshakePayload`) ---
+
+/// `identity_key = 1`, `identity_sig = 2` (both bytes); `extensions = 4` is not sent (it only
+/// carries WebTransport certificate hashes) and ignored when received.
+fn encode_payload(identity_key: &[u8], identity_sig: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(identity_key.len() + identity_sig.len() + 8);
+    for (field, bytes) in [(1u64, identity_key), (2u64, identity_sig)] {
+        put_varint(&mut out, (field << 3) | 2);
+        put_varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(b: &mut &[u8]) -> Result<u64, NoiseError> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = b
+            .split_first()
+            .ok_or(NoiseError::Payload("truncated varint"))?;
+        *b = rest;
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(NoiseError::Payload("varint longer than 10 bytes"))
+}
+
+fn take_bytes<'a>(b: &mut &'a [u8], n: u64) -> Result<&'a [u8], NoiseError> {
+    let n = usize::try_from(n).map_err(|_| NoiseError::Payload("field too long"))?;
+    if n > b.len() {
+        return Err(NoiseError::Payload("field runs past the end"));
+    }
+    let (field, rest) = b.split_at(n);
+    *b = rest;
+    Ok(field)
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct RemotePayload {
+    identity_key: Vec<u8>,
+    identity_sig: Vec<u8>,
+}
+
+impl RemotePayload {
+    fn decode(mut b: &[u8]) -> Result<Self, NoiseError> {
+        if b.len() > MAX_PAYLOAD {
+            return Err(NoiseError::Payload("payload too large"));
+        }
+        let mut out = RemotePayload::default();
+        while !b.is_empty() {
+            let key = take_varint(&mut b)?;
+            match (key >> 3, key & 7) {
+                (1, 2) => {
+                    let n = take_varint(&mut b)?;
+                    out.identity_key = take_bytes(&mut b, n)?.to_vec();
+                }
+                (2, 2) => {
+                    let n = take_varint(&mut b)?;
+                    out.identity_sig = take_bytes(&mut b, n)?.to_vec();
+                }
+                // Unknown fields (extensions among them) are skipped, as protobuf requires.
+                (_, 0) => {
+                    take_varint(&mut b)?;
+                }
+                (_, 1) => {
+                    take_bytes(&mut b, 8)?;
+                }
+                (_, 2) => {
+                    let n = take_varint(&mut b)?;
+                    take_bytes(&mut b, n)?;
+                }
+                (_, 5) => {
+                    take_bytes(&mut b, 4)?;
+                }
+                _ => return Err(NoiseError::Payload("unknown protobuf wire type")),
+            }
+        }
+        if out.identity_key.is_empty() || out.identity_sig.is_empty() {
+            return Err(NoiseError::Payload("identity key or signature missing"));
+        }
+        Ok(out)
+    }
+}
+
+// --- snow's crypto: ring for hash and cipher, x25519-dalek for DH, the OS for randomness ---
+
+fn fill_random(dest: &mut [u8]) -> Result<(), NoiseError> {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), dest)
+        .map_err(|_| NoiseError::Io(io::Error::other("the system random source failed")))
+}
+
+struct Resolver;
+
+impl snow::resolvers::CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(SystemRandom))
+    }
+
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        matches!(choice, snow::params::DHChoice::Curve25519)
+            .then(|| Box::new(X25519::default()) as Box<dyn snow::types::Dh>)
+    }
+
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
+        snow::resolvers::RingResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        snow::resolvers::RingResolver.resolve_cipher(choice)
+    }
+}
+
+struct SystemRandom;
+
+impl snow::types::Random for SystemRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        fill_random(dest).map_err(|_| snow::Error::Rng)
+    }
+}
+
+#[derive(Default)]
+struct X25519 {
+    secret: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl X25519 {
+    fn set_secret(&mut self, secret: [u8; 32]) {
+        self.public = x25519(secret, X25519_BASEPOINT_BYTES);
+        *self.secret = secret;
+    }
+}
+
+impl snow::types::Dh for X25519 {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+    fn pub_len(&self) -> usize {
+        32
+    }
+    fn priv_len(&self) -> usize {
+        32
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        let mut secret = [0u8; 32];
+        let n = privkey.len().min(32);
+        secret[..n].copy_from_slice(&privkey[..n]);
+        self.set_secret(secret);
+        secret.zeroize();
+    }
+    fn generate(&mut self, rng: &mut dyn snow::types::Random) -> Result<(), snow::Error> {
+        let mut secret = [0u8; 32];
+        rng.try_fill_bytes(&mut secret)?;
+        self.set_secret(secret);
+        secret.zeroize();
+        Ok(())
+    }
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+    fn privkey(&self) -> &[u8] {
+        self.secret.as_slice()
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let theirs: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        let shared = Zeroizing::new(x25519(*self.secret, theirs));
+        out.get_mut(..32)
+            .ok_or(snow::Error::Dh)?
+            .copy_from_slice(shared.as_slice());
+        Ok(())
+    }
+}
+
+// --- the transport phase ---
+
+/// One direction's cipher: ChaCha20-Poly1305 with Noise's counter nonce.
+struct Cipher {
+    key: LessSafeKey,
+    nonce: u64,
+}
+
+impl Cipher {
+    fn new(key: &[u8; 32]) -> io::Result<Self> {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key)
+            .map_err(|_| io::Error::other("noise: bad cipher key"))?;
+        Ok(Self {
+            key: LessSafeKey::new(key),
+            nonce: 0,
+        })
+    }
+
+    fn next_nonce(&mut self) -> io::Result<Nonce> {
+        // 2^64 - 1 is reserved by Noise; a connection that got there must end.
+        if self.nonce == u64::MAX {
+            return Err(io::Error::other("noise: nonce space exhausted"));
+        }
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&self.nonce.to_le_bytes());
+        self.nonce += 1;
+        Ok(Nonce::assume_unique_for_key(n))
+    }
+}
+
+/// An established Noise session over `T`: bytes written are sealed in records of up to 65,519
+/// bytes (sent on `flush` or when a record is full), bytes read are opened and checked.
+pub struct Output<T> {
+    io: T,
+    send: Cipher,
+    recv: Cipher,
+    /// `[len: 2][plaintext ...][tag: 16]`: gathered, sealed and written from here.
+    wbuf: Box<[u8]>,
+    /// Plaintext bytes gathered in `wbuf[2..]`, not yet sealed.
+    wplain: usize,
+    /// The sealed record's bytes the socket has not taken yet.
+    wout: Range<usize>,
+    rbuf: Box<[u8]>,
+    /// Received bytes not yet opened; starts at a record boundary.
+    rraw: Range<usize>,
+    /// Opened bytes not yet read.
+    rplain: Range<usize>,
+}
+
+impl<T> Output<T> {
+    fn new(io: T, send: &[u8; 32], recv: &[u8; 32]) -> io::Result<Self> {
+        Ok(Self {
+            io,
+            send: Cipher::new(send)?,
+            recv: Cipher::new(recv)?,
+            wbuf: vec![0u8; 2 + MAX_MESSAGE].into_boxed_slice(),
+            wplain: 0,
+            wout: 0..0,
+            rbuf: vec![0u8; RECV_BUF].into_boxed_slice(),
+            rraw: 0..0,
+            rplain: 0..0,
+        })
+    }
+
+    /// Seals the gathered plaintext in place and queues the record for the socket.
+    fn seal(&mut self) -> io::Result<()> {
+        let n = self.wplain;
+        let nonce = self.send.next_nonce()?;
+        let tag = self
+            .send
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.wbuf[2..2 + n])
+            .map_err(|_| io::Error::other("noise: sealing failed"))?;
+        self.wbuf[2 + n..2 + n + TAG_LEN].copy_from_slice(tag.as_ref());
+        // n <= MAX_PLAIN, so the record fits the 2-byte length.
+        self.wbuf[..2].copy_from_slice(&((n + TAG_LEN) as u16).to_be_bytes());
+        self.wout = 0..2 + n + TAG_LEN;
+        self.wplain = 0;
+        Ok(())
+    }
+
+    /// Opens the next whole record in `rraw`, if there is one; false when more bytes are needed.
+    fn open_next(&mut self) -> io::Result<bool> {
+        let raw = &self.rbuf[self.rraw.clone()];
+        if raw.len() < 2 {
+            return Ok(false);
+        }
+        let len = usize::from(u16::from_be_bytes([raw[0], raw[1]]));
+        if raw.len() < 2 + len {
+            return Ok(false);
+        }
+        if len < TAG_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "noise: record shorter than its tag",
+            ));
+        }
+        let start = self.rraw.start + 2;
+        let nonce = self.recv.next_nonce()?;
+        let plain = self
+            .recv
+            .key
+            .open_in_place(nonce, Aad::empty(), &mut self.rbuf[start..start + len])
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "noise: decryption failed"))?
+            .len();
+        self.rplain = start..start + plain;
+        self.rraw.start += 2 + len;
+        Ok(true)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Output<T> {
+    /// Writes out the sealed record, if any.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wout.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wout.clone()]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wout.start += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Output<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if !this.rplain.is_empty() || buf.is_empty() {
+                let n = buf.len().min(this.rplain.len());
+                buf[..n].copy_from_slice(&this.rbuf[this.rplain.start..this.rplain.start + n]);
+                this.rplain.start += n;
+                return Poll::Ready(Ok(n));
+            }
+            if this.open_next()? {
+                continue; // an empty record opens to nothing: look for the next
+            }
+            // Need more bytes. Nothing opened is pending, so the buffer can be rearranged:
+            // move the partial record to the front when a whole record might not fit after it.
+            if this.rraw.is_empty() {
+                this.rraw = 0..0;
+            } else if RECV_BUF - this.rraw.start < 2 + MAX_MESSAGE {
+                let len = this.rraw.len();
+                this.rbuf.copy_within(this.rraw.clone(), 0);
+                this.rraw = 0..len;
+            }
+            let end = this.rraw.end;
+            let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.rbuf[end..]))?;
+            if n == 0 {
+                return Poll::Ready(if this.rraw.is_empty() {
+                    Ok(0)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "noise: connection closed inside a record",
+                    ))
+                });
+            }
+            this.rraw.end += n;
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Output<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // The previous record shares the buffer: it must be out before new bytes go in.
+        ready!(this.poll_drain(cx))?;
+        let n = buf.len().min(MAX_PLAIN - this.wplain);
+        this.wbuf[2 + this.wplain..2 + this.wplain + n].copy_from_slice(&buf[..n]);
+        this.wplain += n;
+        if this.wplain == MAX_PLAIN {
+            this.seal()?;
+            // Start sending now; if the socket is full, the next call waits for it.
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.wplain > 0 {
+            this.seal()?;
+            ready!(this.poll_drain(cx))?;
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
