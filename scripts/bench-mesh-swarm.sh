@@ -15,7 +15,8 @@
 # Env: QM_NODES (17), QM_MIB (64), QM_RATE (400mbit), QM_TBF_LATENCY (tbf queue, 50ms),
 # QM_TRANSPORT (tcp or quic, default tcp), QM_SWARM_DIR, QM_BIN (release binary),
 # QM_LOG (node log filter, default warn), QM_KEEP (a directory to copy logs and reports to),
-# QM_THREADS (tokio worker threads per node; default 0, tokio's default of one per core).
+# QM_THREADS (tokio worker threads per node; default 0, tokio's default of one per core),
+# QM_STAR (1; 0 skips the star and prints the swarm alone, for diagnosing the swarm).
 set -euo pipefail
 
 NODES=${QM_NODES:-17}
@@ -24,6 +25,7 @@ RATE=${QM_RATE:-400mbit}
 TBF_LATENCY=${QM_TBF_LATENCY:-50ms}
 TRANSPORT=${QM_TRANSPORT:-tcp}
 THREADS=${QM_THREADS:-0}
+RUN_STAR=${QM_STAR:-1}
 THREADS_ENV=
 [ "$THREADS" = 0 ] || THREADS_ENV="TOKIO_WORKER_THREADS=$THREADS"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,7 +58,7 @@ cleanup() {
     set +e
     if [ -n "${QM_KEEP:-}" ]; then
         mkdir -p "$QM_KEEP" && cp "$BASE"/*.json "$QM_KEEP"/ 2>/dev/null
-        for d in "$BASE"/n*; do cp "$d/log" "$QM_KEEP/$(basename "$d").log" 2>/dev/null; done
+        for d in "$BASE"/n*; do cp "$d/log" "$QM_KEEP/$(basename "$d").log" 2>/dev/null; cp "$d/out" "$QM_KEEP/$(basename "$d").out" 2>/dev/null; done
     fi
     for pid in "${PIDS[@]}" $(ns_pids); do kill "$pid" 2>/dev/null; done
     for _ in $(seq 1 20); do [ -z "$(ns_pids)" ] && break; sleep 0.25; done
@@ -149,17 +151,19 @@ put_blob() { # name -> id (random bytes: no two chunks alike)
 now() { date +%s.%N; }
 
 # Star: the origin sends the whole blob to each peer in turn.
-STAR_ID=$(put_blob star)
-echo "star: origin sends $MIB MiB to each of $((NODES - 1)) peers in turn" >&2
-c0=$(cpu_seconds)
-t0=$(now)
-for i in $(seq 1 $((NODES - 1))); do
-    api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json" ||
-        { echo "node $i: star fetch failed: $(cat "$BASE/star-$i.json")" >&2; exit 1; }
-done
-t1=$(now)
-STAR_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
-STAR=$(echo "$t1 - $t0" | bc -l)
+if [ "$RUN_STAR" != 0 ]; then
+    STAR_ID=$(put_blob star)
+    echo "star: origin sends $MIB MiB to each of $((NODES - 1)) peers in turn" >&2
+    c0=$(cpu_seconds)
+    t0=$(now)
+    for i in $(seq 1 $((NODES - 1))); do
+        api "$i" -X POST "http://$API/api/blob/$STAR_ID/fetch?wait=true&from=$ORIGIN" >"$BASE/star-$i.json" ||
+            { echo "node $i: star fetch failed: $(cat "$BASE/star-$i.json")" >&2; exit 1; }
+    done
+    t1=$(now)
+    STAR_CPU=$(echo "$(cpu_seconds) - $c0" | bc -l)
+    STAR=$(echo "$t1 - $t0" | bc -l)
+fi
 
 # Swarm: everyone fetches at once from whoever has chunks.
 SWARM_ID=$(put_blob swarm)
@@ -187,7 +191,7 @@ IDLE_RATE=$(echo "($(cpu_seconds) - $c0) / $IDLE_SECS" | bc -l)
 
 # Every copy complete; how the work was shared.
 for i in $(seq 1 $((NODES - 1))); do
-    for kind in star swarm; do
+    for kind in $([ "$RUN_STAR" != 0 ] && echo star) swarm; do
         jq -e '.complete == true' "$BASE/$kind-$i.json" >/dev/null || { echo "node $i: $kind copy incomplete" >&2; exit 1; }
     done
 done
@@ -198,10 +202,16 @@ holders=$(cat "$BASE"/swarm-*.json | jq -s '[.[].report.served_by | length] | ad
 printf 'per-fetcher swarm times (ms): %s\n' "$(cat "$BASE"/swarm-*.json | jq -s -r '[.[].report.elapsed_ms] | sort | map(tostring) | join(" ")')" >&2
 printf 'mesh swarm benchmark: %d nodes, %d MiB blob, uplinks %s (tbf, %s queue), %s, %d cores, %s worker threads per node\n' \
     "$NODES" "$MIB" "$RATE" "$TBF_LATENCY" "$TRANSPORT" "$(nproc)" "$([ "$THREADS" = 0 ] && echo "$(nproc)" || echo "$THREADS")"
-printf '  star  (origin to each peer in turn): %6.2f s  (nodes used %.1f CPU-s)\n' "$STAR" "$STAR_CPU"
+if [ "$RUN_STAR" != 0 ]; then
+    printf '  star  (origin to each peer in turn): %6.2f s  (nodes used %.1f CPU-s)\n' "$STAR" "$STAR_CPU"
+fi
 printf '  swarm (all fetch at once):           %6.2f s  (nodes used %.1f CPU-s)\n' "$SWARM" "$SWARM_CPU"
-printf '  idle mesh: %.2f CPU-s per second; transfer CPU net of idle: star %.1f, swarm %.1f CPU-s\n' \
-    "$IDLE_RATE" "$(echo "$STAR_CPU - $IDLE_RATE * $STAR" | bc -l)" "$(echo "$SWARM_CPU - $IDLE_RATE * $SWARM" | bc -l)"
-printf '  swarm / star: %.3f (target <= 0.2)\n' "$(echo "$SWARM / $STAR" | bc -l)"
+if [ "$RUN_STAR" != 0 ]; then
+    printf '  idle mesh: %.2f CPU-s per second; transfer CPU net of idle: star %.1f, swarm %.1f CPU-s\n' \
+        "$IDLE_RATE" "$(echo "$STAR_CPU - $IDLE_RATE * $STAR" | bc -l)" "$(echo "$SWARM_CPU - $IDLE_RATE * $SWARM" | bc -l)"
+    printf '  swarm / star: %.3f (target <= 0.2)\n' "$(echo "$SWARM / $STAR" | bc -l)"
+else
+    printf '  idle mesh: %.2f CPU-s per second; star not run (QM_STAR=0)\n' "$IDLE_RATE"
+fi
 printf '  origin served %s of %s chunk transfers in the swarm; a fetcher used %.1f holders on average\n' \
     "$origin_chunks" "$total_chunks" "$holders"

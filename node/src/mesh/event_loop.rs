@@ -423,9 +423,16 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
+                cause,
+                endpoint,
                 ..
-            } => self.on_disconnected(peer_id),
+            } => {
+                tracing::debug!(target: "mesh::conn", %peer_id, remaining = num_established, dialer = endpoint.is_dialer(), ?cause, "connection closed");
+                if num_established == 0 {
+                    self.on_disconnected(peer_id);
+                }
+            }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,

@@ -37,6 +37,8 @@ const WRITE_BATCH_CHUNKS: usize = 32;
 const MAX_LOST_STREAM_ANSWERS: u32 = 32;
 /// How often the driver wakes up without events (backoffs, bitfield refreshes).
 const TICK: Duration = Duration::from_millis(50);
+/// With no chunk for this long, say at debug level what the fetch is waiting for.
+const STALL_REPORT: Duration = Duration::from_secs(2);
 
 /// How to fetch.
 #[derive(Debug, Clone)]
@@ -351,6 +353,7 @@ pub(crate) async fn run(
     // finds no one new, ask half as often (up to 8x the configured interval).
     let mut discovery_every = cfg.provider_refresh;
     let mut last_progress = Instant::now();
+    let mut last_stall_report: Option<Instant> = None;
 
     while !sched.is_complete() {
         let now = Instant::now();
@@ -396,6 +399,12 @@ pub(crate) async fn run(
             tokio::spawn(async move {
                 let _ = tx.send(find_holders(&c, id, &o, false).await).await;
             });
+        }
+        if now >= last_progress + STALL_REPORT
+            && last_stall_report.is_none_or(|t| now >= t + STALL_REPORT)
+        {
+            last_stall_report = Some(now);
+            tracing::debug!(target: "mesh::blob", blob = %id.short(), waiting = %sched.waiting_summary(now), "fetch waiting");
         }
         if now >= last_progress + cfg.fetch_stall_timeout {
             return Err(MeshError::FetchStalled {

@@ -34,8 +34,10 @@ pub struct SchedulerConfig {
     /// How long a chunk request must have been outstanding before the endgame duplicates it
     /// (duplicates cost upload elsewhere: only chase slow ones).
     pub endgame_after: Duration,
-    /// A request outstanding this long no longer counts against `max_duplicates`: a holder
-    /// whose stream stalled must not keep the last chunk waiting for the full request timeout.
+    /// A request outstanding this long is also asked of another holder (in the endgame or
+    /// not) and no longer counts against `max_duplicates`: a holder whose stream stalled must
+    /// not keep chunks waiting for the full request timeout. A healthy request waits at most
+    /// for the holder's upload queue (about 0.7 s for 32 queued chunks at 400 Mbit/s).
     pub stale_after: Duration,
 }
 
@@ -49,7 +51,7 @@ impl Default for SchedulerConfig {
             have_refresh: Duration::from_millis(500),
             max_duplicates: 2,
             endgame_after: Duration::from_millis(500),
-            stale_after: Duration::from_secs(5),
+            stale_after: Duration::from_secs(2),
         }
     }
 }
@@ -109,6 +111,11 @@ struct Holder {
     dropped: Option<DropReason>,
     /// Chunks this holder asked us to get elsewhere, until when.
     deferred: HashMap<u32, Instant>,
+}
+
+fn short(p: &PeerId) -> String {
+    let s = p.to_base58();
+    s[s.len().saturating_sub(6)..].to_owned()
 }
 
 impl Holder {
@@ -271,6 +278,46 @@ impl Scheduler {
         }
     }
 
+    /// One line on what a stalled fetch waits for: each missing chunk with who was asked and
+    /// how long ago, and how many usable holders are known to have it (for debug logs).
+    pub fn waiting_summary(&self, now: Instant) -> String {
+        let mut out = String::new();
+        for i in (0..self.have.len()).filter(|&i| !self.have.get(i)).take(8) {
+            let asked: Vec<String> = self
+                .requested
+                .get(&i)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|(p, t)| {
+                            format!("{}@{}ms", short(p), now.duration_since(*t).as_millis())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (mut known, mut usable) = (0, 0);
+            for h in self.holders.values() {
+                if h.have.as_ref().is_some_and(|b| b.get(i)) {
+                    known += 1;
+                    if h.usable(now) && h.chunks_in_flight < self.cfg.per_peer {
+                        usable += 1;
+                    }
+                }
+            }
+            out.push_str(&format!(
+                "[{i}: asked {asked:?}, {known} known holders, {usable} free] "
+            ));
+        }
+        let no_have = self.holders.values().filter(|h| h.have.is_none()).count();
+        let querying = self.holders.values().filter(|h| h.have_in_flight).count();
+        let backed_off = self.holders.values().filter(|h| !h.usable(now)).count();
+        out.push_str(&format!(
+            "in flight {}, holders {} ({no_have} without bitfield, {querying} being asked, {backed_off} unusable)",
+            self.in_flight,
+            self.holders.len()
+        ));
+        out
+    }
+
     /// Whether every chunk has arrived.
     pub fn is_complete(&self) -> bool {
         self.have.is_full()
@@ -333,6 +380,10 @@ impl Scheduler {
         let complete = self.is_complete();
         let ours = self.have.clone();
         let refresh = self.cfg.have_refresh;
+        // Chunks we could ask someone for right now: missing and not already asked of anyone.
+        let askable: Vec<bool> = (0..ours.len())
+            .map(|i| !ours.get(i) && !self.requested.contains_key(&i))
+            .collect();
         for (peer, h) in &mut self.holders {
             if complete || !h.usable(now) || h.have_in_flight {
                 continue;
@@ -344,7 +395,9 @@ impl Scheduler {
                         && !theirs.is_full()
                         && h.chunks_in_flight == 0
                         && h.last_have_query.is_none_or(|t| now >= t + refresh)
-                        && !theirs.ones().any(|i| !ours.get(i))
+                        // Nothing to ask it for as far as we know (chunks already asked of
+                        // others do not count: those others may be stuck).
+                        && !theirs.ones().any(|i| askable.get(i as usize).copied().unwrap_or(false))
                 }
             };
             if needed {
@@ -446,8 +499,23 @@ impl Scheduler {
                 .collect();
             (dup, Box::new(move |i| counts.get(&i).copied().unwrap_or(0)))
         } else {
-            // Other holders have chunks nobody asked for yet; this one has nothing new.
-            return None;
+            // Not the endgame: other holders have chunks nobody asked for yet. Only requests
+            // that have hung for `stale_after` are asked of this holder too, so one stuck
+            // holder cannot hold chunks back until the request timeout.
+            let stale = now.checked_sub(self.cfg.stale_after);
+            let dup: Vec<u32> = missing
+                .into_iter()
+                .filter(|i| {
+                    self.requested.get(i).is_some_and(|ps| {
+                        !ps.iter().any(|(p, _)| p == peer)
+                            && ps.iter().all(|(_, t)| stale.is_some_and(|s| *t <= s))
+                    })
+                })
+                .collect();
+            if dup.is_empty() {
+                return None;
+            }
+            (dup, Box::new(|_| 0))
         };
         let best = pool.iter().map(|&i| key(i)).min()?;
         let ties: Vec<u32> = pool.into_iter().filter(|&i| key(i) == best).collect();
@@ -507,6 +575,46 @@ mod tests {
         let reqs = chunks(&s.next_actions(now));
         assert_eq!(reqs.len(), 2, "per-peer cap");
         assert_ne!(reqs[0].1, reqs[1].1);
+    }
+
+    #[test]
+    fn a_stuck_holder_does_not_hold_up_the_rest() {
+        // The swarm's late fetcher: the origin's answers hang. Another holder was last seen
+        // with one of the chunks asked of the origin and nothing else we lack. It must be
+        // asked again (it may have more by now), and once the origin's requests are stale
+        // the chunk is asked of it too, endgame or not.
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(bits(8, &[0, 1, 2, 3]), cfg(), 3);
+        let (origin, other) = (PeerId::random(), PeerId::random());
+        s.add_complete_holder(origin);
+        s.add_holder(other);
+        let first = s.next_actions(t0);
+        let stuck = chunks(&first);
+        assert_eq!(stuck.len(), 2);
+        assert!(stuck.iter().all(|(p, _)| *p == origin));
+        let (_, asked) = stuck[0];
+        s.on_have(other, bits(8, &[0, 1, asked]));
+        assert!(
+            chunks(&s.next_actions(t0)).is_empty(),
+            "nothing fresh to ask for"
+        );
+
+        let later = t0 + Duration::from_millis(200);
+        let again = s.next_actions(later);
+        assert!(
+            again.contains(&Action::QueryHave { peer: other }),
+            "{again:?}: {}",
+            s.waiting_summary(later)
+        );
+        // It has not answered yet; once the origin's requests are stale, it gets `asked`.
+        s.on_have(other, bits(8, &[0, 1, asked]));
+        let stale = t0 + cfg().stale_after + Duration::from_millis(1);
+        let dup = chunks(&s.next_actions(stale));
+        assert!(
+            dup.contains(&(other, asked)),
+            "{dup:?}: {}",
+            s.waiting_summary(stale)
+        );
     }
 
     #[test]
