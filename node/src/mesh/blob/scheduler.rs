@@ -473,19 +473,18 @@ impl Scheduler {
             .copied()
             .filter(|i| !self.requested.contains_key(i))
             .collect();
+        // Requests outstanding since before `stale` may be stuck on their holder.
+        let stale = now.checked_sub(self.cfg.stale_after);
+        let is_stale = |t: &Instant| stale.is_some_and(|s| *t <= s);
         let (pool, key): (Vec<u32>, Box<dyn Fn(u32) -> u32>) = if !fresh.is_empty() {
             (fresh, Box::new(|i| rarity[i as usize]))
         } else if !self.unrequested_missing_exists() {
             let slow = now.checked_sub(self.cfg.endgame_after);
-            let stale = now.checked_sub(self.cfg.stale_after);
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
                     self.requested.get(i).is_some_and(|ps| {
-                        let live = ps
-                            .iter()
-                            .filter(|(_, t)| stale.is_none_or(|s| *t > s))
-                            .count();
+                        let live = ps.iter().filter(|(_, t)| !is_stale(t)).count();
                         live < self.cfg.max_duplicates
                             && !ps.iter().any(|(p, _)| p == peer)
                             && ps.iter().all(|(_, t)| slow.is_some_and(|s| *t <= s))
@@ -502,13 +501,11 @@ impl Scheduler {
             // Not the endgame: other holders have chunks nobody asked for yet. Only requests
             // that have hung for `stale_after` are asked of this holder too, so one stuck
             // holder cannot hold chunks back until the request timeout.
-            let stale = now.checked_sub(self.cfg.stale_after);
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
                     self.requested.get(i).is_some_and(|ps| {
-                        !ps.iter().any(|(p, _)| p == peer)
-                            && ps.iter().all(|(_, t)| stale.is_some_and(|s| *t <= s))
+                        !ps.iter().any(|(p, _)| p == peer) && ps.iter().all(|(_, t)| is_stale(t))
                     })
                 })
                 .collect();
