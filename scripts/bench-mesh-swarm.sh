@@ -7,8 +7,9 @@
 #   swarm: the 16 fetch at once from whoever has chunks (the mesh's normal fetch).
 # Prints both times and swarm/star (target <= 0.2).
 #
-# Needs root, iproute2 (ip, tc), curl and jq. Everything it creates (namespaces qmsw-*, veths
-# qmv*, bridge qmswbr0, node processes, the data dir) is removed on exit, Ctrl-C or failure.
+# Needs root, iproute2 (ip, tc), curl and jq. Everything it creates (namespaces qmsw-*, with
+# the veths qmv* and the bridge qmswbr0 inside qmsw-br; node processes; the data dir) is
+# removed on exit, Ctrl-C or failure.
 # Data dirs live on tmpfs (/dev/shm) by default: 17 nodes on one machine would otherwise
 # contend for one disk, which a real network does not; set QM_SWARM_DIR to use a disk.
 #
@@ -63,11 +64,9 @@ cleanup() {
     for pid in "${PIDS[@]}" $(ns_pids); do kill "$pid" 2>/dev/null; done
     for _ in $(seq 1 20); do [ -z "$(ns_pids)" ] && break; sleep 0.25; done
     for pid in $(ns_pids); do kill -9 "$pid" 2>/dev/null; done
-    for i in $(seq 0 $((NODES - 1))); do
-        ip netns del "$NS-$i" 2>/dev/null
-        ip link del "qmv$i" 2>/dev/null
-    done
-    ip link del "$BR" 2>/dev/null
+    # Deleting a namespace deletes the links in it: the veths and the bridge go with them.
+    for i in $(seq 0 $((NODES - 1))); do ip netns del "$NS-$i" 2>/dev/null; done
+    ip netns del "$NS-br" 2>/dev/null
     rm -rf "$BASE"
 }
 trap cleanup EXIT
@@ -77,17 +76,19 @@ in_ns() { local i=$1; shift; ip netns exec "$NS-$i" "$@"; }
 addr() { echo "$SUBNET.$((10 + $1))"; }
 
 echo "setting up $NODES namespaces on bridge $BR, uplinks shaped to $RATE" >&2
-ip link add "$BR" type bridge
-# Keep our bridged test traffic out of the host's iptables (br_netfilter): this bridge only.
-ip link set "$BR" type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0 2>/dev/null || true
-ip link set "$BR" up
+# The bridge lives in a namespace of its own, so the host's namespace gets no links at all,
+# and bridged frames skip iptables (br_netfilter): the host's bridge-nf-call-iptables=1 would
+# otherwise send every frame through it (3% of the swarm's CPU), and a per-bridge setting
+# cannot override it. The sysctl is per namespace; where br_netfilter is not loaded it is absent.
+ip netns add "$NS-br"
+ip netns exec "$NS-br" sh -c 'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 >"$f"; done; true'
+ip -n "$NS-br" link add "$BR" type bridge
+ip -n "$NS-br" link set "$BR" up
 for i in $(seq 0 $((NODES - 1))); do
     ip netns add "$NS-$i"
-    ip link add "qmv$i" type veth peer name "qmp$i"
-    ip link set "qmv$i" master "$BR" up
-    ip link set "qmp$i" netns "$NS-$i"
+    ip -n "$NS-br" link add "qmv$i" type veth peer name eth0 netns "$NS-$i"
+    ip -n "$NS-br" link set "qmv$i" master "$BR" up
     in_ns "$i" ip link set lo up
-    in_ns "$i" ip link set "qmp$i" name eth0
     in_ns "$i" ip addr add "$(addr "$i")/24" dev eth0
     in_ns "$i" ip link set eth0 up
     # The node's uplink: what it sends leaves through this shaper.

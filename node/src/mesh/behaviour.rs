@@ -1,7 +1,7 @@
 //! The one `NetworkBehaviour` of a QuackMesh node: connection limits, gossipsub (signed,
 //! validated by us before forwarding, explicit size cap, peer scoring), Kademlia (our own
 //! protocol id, always in server mode), identify, ping, request-response for blobs and for
-//! application RPC (explicit byte caps each), raw streams for chunk transfer, and mDNS behind a toggle that is off unless asked.
+//! application RPC (explicit byte caps each), raw streams for chunk transfer (inbound ones through [`inbound`]), and mDNS behind a toggle that is off unless asked.
 
 use std::{
     collections::HashMap,
@@ -22,6 +22,7 @@ use crate::mesh::{
     MeshConfig, MeshError,
     blob::{BlobRequest, BlobResponse, wire::BLOB_LIMITS},
     codec::{CborCodec, CodecLimits},
+    inbound,
     message::{
         MAX_GOSSIP_BYTES, MAX_RPC_REQUEST_BYTES, MAX_RPC_RESPONSE_BYTES, RPC_VERSION, RpcRequest,
         RpcResponse,
@@ -71,8 +72,10 @@ pub struct Behaviour {
     pub blob: request_response::Behaviour<BlobCodec>,
     /// Application RPC.
     pub rpc: request_response::Behaviour<RpcCodec>,
-    /// Raw streams: chunk transfer ([`crate::mesh::blob::stream`]).
+    /// Raw streams: outbound chunk streams ([`crate::mesh::blob::stream`]).
     pub stream: libp2p_stream::Behaviour,
+    /// Inbound chunk streams, queued for the chunk server.
+    pub chunk_inbound: inbound::Behaviour,
     /// LAN discovery, only with `--mdns`.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
@@ -121,8 +124,13 @@ fn build_err(what: &str, e: impl std::fmt::Display) -> MeshError {
 }
 
 impl Behaviour {
-    /// Builds the behaviour for the node with key `key`.
-    pub fn new(key: &Keypair, cfg: &MeshConfig) -> Result<Self, MeshError> {
+    /// Builds the behaviour for the node with key `key`; inbound chunk streams are accepted
+    /// by `chunk_inbound`.
+    pub fn new(
+        key: &Keypair,
+        cfg: &MeshConfig,
+        chunk_inbound: inbound::Behaviour,
+    ) -> Result<Self, MeshError> {
         let peer_id = key.public().to_peer_id();
 
         let limits = connection_limits::Behaviour::new(
@@ -203,6 +211,7 @@ impl Behaviour {
             blob,
             rpc,
             stream: libp2p_stream::Behaviour::new(),
+            chunk_inbound,
             mdns: Toggle::from(mdns),
         })
     }

@@ -9,13 +9,23 @@
 //! only for callers that overwrite all `len` bytes (`read_exact`, `read_exact_at`) before
 //! anything reads them.
 
-use std::sync::{Mutex, PoisonError};
+use std::{
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use super::blob::MAX_CHUNK_BYTES;
 
-/// The chunk path's pool: enough for the chunks in flight in a busy node (fetch queue, write
-/// batch, upload slots), about 32 MiB at most whatever the load.
-static CHUNKS: BufferPool = BufferPool::new(32, 64 * 1024, MAX_CHUNK_BYTES);
+/// The chunk path's pool: enough for the chunks in flight in a busy node. A fetch from 16
+/// holders has up to 64 chunk requests outstanding, each answer read into a buffer, then the
+/// write queue and batch; serving has its upload slots. With room for 32 or 64 the pool ran
+/// dry in the swarm benchmark, and each miss was a fresh megabyte the kernel zeroed (3-6% of
+/// the swarm's CPU). What a transfer's peak left behind is freed once idle ([`CHUNK_IDLE`]).
+static CHUNKS: BufferPool = BufferPool::new(128, 64 * 1024, MAX_CHUNK_BYTES);
+
+/// A pooled chunk buffer unused for this long is freed, so an idle node does not keep its
+/// busiest moment's megabytes.
+pub const CHUNK_IDLE: Duration = Duration::from_secs(10);
 
 /// A buffer of exactly `len` bytes from the chunk pool, contents unspecified: the caller must
 /// overwrite all of them.
@@ -28,10 +38,22 @@ pub fn give_chunk(buf: Vec<u8>) {
     CHUNKS.give(buf);
 }
 
-/// A bounded pool of byte buffers.
+/// Frees the chunk buffers idle for [`CHUNK_IDLE`], every [`CHUNK_IDLE`], forever (the mesh's
+/// event loop runs it beside itself).
+pub async fn trim_chunks_periodically() {
+    let mut every = tokio::time::interval(CHUNK_IDLE);
+    loop {
+        every.tick().await;
+        CHUNKS.trim(Instant::now(), CHUNK_IDLE);
+    }
+}
+
+/// A bounded pool of byte buffers, last in first out: the buffers at the bottom are the ones
+/// unused longest, which [`BufferPool::trim`] frees.
 #[derive(Debug)]
 pub struct BufferPool {
-    bufs: Mutex<Vec<Vec<u8>>>,
+    /// Each buffer with the moment it was given back, oldest first.
+    bufs: Mutex<Vec<(Vec<u8>, Instant)>>,
     max_buffers: usize,
     min_bytes: usize,
     max_bytes: usize,
@@ -56,6 +78,7 @@ impl BufferPool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
+            .map(|(buf, _)| buf)
             .unwrap_or_default()
     }
 
@@ -78,8 +101,15 @@ impl BufferPool {
         }
         let mut bufs = self.bufs.lock().unwrap_or_else(PoisonError::into_inner);
         if bufs.len() < self.max_buffers {
-            bufs.push(buf);
+            bufs.push((buf, Instant::now()));
         }
+    }
+
+    /// Frees the buffers given back before `now - max_idle` and not taken since.
+    pub fn trim(&self, now: Instant, max_idle: Duration) {
+        let mut bufs = self.bufs.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale = bufs.partition_point(|(_, at)| now.duration_since(*at) >= max_idle);
+        bufs.drain(..stale);
     }
 
     /// Buffers held.
@@ -112,6 +142,23 @@ mod tests {
         pool.give(b);
         let c = pool.take_len(MIB);
         assert_eq!(c.len(), MIB);
+        assert_eq!(pool.pooled(), 0);
+    }
+
+    #[test]
+    fn trim_frees_only_the_buffers_idle_too_long() {
+        let pool = BufferPool::new(4, 1024, MIB);
+        pool.give(vec![1u8; 2048]);
+        std::thread::sleep(Duration::from_millis(60));
+        pool.give(vec![2u8; 2048]);
+        pool.trim(Instant::now(), Duration::from_millis(30));
+        assert_eq!(pool.pooled(), 1, "only the first has been idle for 30 ms");
+        assert_eq!(pool.take()[0], 2);
+        // Last in, first out.
+        pool.give(vec![3u8; 2048]);
+        pool.give(vec![4u8; 2048]);
+        assert_eq!(pool.take()[0], 4);
+        pool.trim(Instant::now() + Duration::from_secs(11), CHUNK_IDLE);
         assert_eq!(pool.pooled(), 0);
     }
 

@@ -27,6 +27,7 @@ use crate::mesh::{
     },
     client::Command,
     codec::Decoded,
+    inbound,
     message::{GossipBody, RpcErrorCode, RpcResponse},
     peers,
     topics::Topic,
@@ -72,7 +73,7 @@ pub struct EventLoop {
     pending_dial: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, MeshError>>)>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     topic_members: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
-    chunk_server: Option<(Arc<ChunkServer>, libp2p_stream::IncomingStreams)>,
+    chunk_server: Option<(Arc<ChunkServer>, inbound::Incoming)>,
     connected: HashSet<PeerId>,
     started: Instant,
     warmup_round: usize,
@@ -86,7 +87,7 @@ impl EventLoop {
         blobs: Arc<BlobStore>,
         metrics: MeshMetrics,
         cfg: Arc<MeshConfig>,
-        chunk_streams: libp2p_stream::IncomingStreams,
+        chunk_streams: inbound::Incoming,
     ) -> Self {
         let chunk_server = Arc::new(ChunkServer::new(blobs.clone(), metrics.clone(), &cfg));
         let (served_tx, served_rx) = mpsc::channel(SERVED_BUFFER);
@@ -133,6 +134,7 @@ impl EventLoop {
             .chunk_server
             .take()
             .map(|(server, incoming)| tokio::spawn(server.run(incoming)));
+        let trimmer = tokio::spawn(super::buffers::trim_chunks_periodically());
         loop {
             let next_bootstrap = BOOTSTRAP_WARMUP_SECS
                 .get(self.warmup_round)
@@ -158,6 +160,7 @@ impl EventLoop {
         if let Some(task) = chunk_server {
             task.abort();
         }
+        trimmer.abort();
         tracing::info!(target: "mesh", "event loop stopped");
     }
 

@@ -26,6 +26,7 @@ pub mod codec;
 mod config;
 mod error;
 mod event_loop;
+pub mod inbound;
 pub mod message;
 pub mod metrics;
 pub mod noise;
@@ -52,6 +53,9 @@ use crate::mesh::{
     topics::{CHUNK_PROTOCOL, Topic},
 };
 
+/// Inbound chunk streams waiting for the chunk server at most. Every fetcher opens two per
+/// holder at the start of a fetch, so a node among 16 fetchers takes about 32 at once.
+const CHUNK_STREAM_QUEUE: usize = 256;
 /// Largest QUIC stream window: one chunk response fits without waiting for credit.
 const QUIC_STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Largest QUIC connection window (several chunk streams in parallel).
@@ -119,6 +123,13 @@ pub fn new(
     cfg: MeshConfig,
 ) -> Result<(Client, mpsc::Receiver<Event>, EventLoop), MeshError> {
     let swarm_cfg = cfg.clone();
+    let (chunk_inbound, chunk_streams) = inbound::Behaviour::new(
+        inbound::Config {
+            protocol: CHUNK_PROTOCOL,
+            queue: CHUNK_STREAM_QUEUE,
+        },
+        metrics.clone(),
+    );
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -133,7 +144,7 @@ pub fn new(
             q
         })
         .with_behaviour(|key| {
-            Behaviour::new(key, &swarm_cfg)
+            Behaviour::new(key, &swarm_cfg, chunk_inbound)
                 .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
         })
         .map_err(|e| MeshError::Build(e.to_string()))?
@@ -143,10 +154,7 @@ pub fn new(
         swarm.add_external_address(addr.clone());
     }
 
-    let mut streams = swarm.behaviour().stream.new_control();
-    let chunk_streams = streams
-        .accept(CHUNK_PROTOCOL)
-        .map_err(|e| MeshError::Build(format!("chunk streams: {e}")))?;
+    let streams = swarm.behaviour().stream.new_control();
     let (cmd_tx, cmd_rx) = mpsc::channel(cfg.command_buffer);
     let (event_tx, event_rx) = mpsc::channel(cfg.event_buffer);
     let local_peer_id = *swarm.local_peer_id();

@@ -32,14 +32,23 @@ pub struct SchedulerConfig {
     /// Concurrent requests for the same chunk in the endgame.
     pub max_duplicates: usize,
     /// How long a chunk request must have been outstanding before the endgame duplicates it
-    /// (duplicates cost upload elsewhere: only chase slow ones).
+    /// (duplicates cost upload elsewhere: only chase slow ones); at least
+    /// [`ENDGAME_LATENCIES`] times the fetch's typical chunk latency.
     pub endgame_after: Duration,
     /// A request outstanding this long is also asked of another holder (in the endgame or
     /// not) and no longer counts against `max_duplicates`: a holder whose stream stalled must
     /// not keep chunks waiting for the full request timeout. A healthy request waits at most
-    /// for the holder's upload queue (about 0.7 s for 32 queued chunks at 400 Mbit/s).
+    /// for the holder's upload queue (about 0.7 s for 32 queued chunks at 400 Mbit/s). At
+    /// least [`STALE_LATENCIES`] times the fetch's typical chunk latency.
     pub stale_after: Duration,
 }
+
+/// The endgame duplicates a request once it is this many typical latencies old: a fixed
+/// 500 ms duplicated most of the last chunks when the swarm was busy (a chunk took about
+/// 0.6-1 s from request to arrival), 6-9% of all transfers.
+pub const ENDGAME_LATENCIES: u32 = 2;
+/// A request this many typical latencies old counts as stuck.
+pub const STALE_LATENCIES: u32 = 3;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -134,6 +143,9 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     rng: u64,
     in_flight: usize,
+    /// Moving average of the time from a chunk request to its verified arrival; none until a
+    /// chunk has arrived.
+    latency: Option<Duration>,
 }
 
 impl Scheduler {
@@ -146,6 +158,7 @@ impl Scheduler {
             cfg,
             rng: seed | 1,
             in_flight: 0,
+            latency: None,
         }
     }
 
@@ -197,25 +210,37 @@ impl Scheduler {
         self.penalise(peer, failure, now);
     }
 
-    fn finish_request(&mut self, peer: &PeerId, index: u32) {
-        if let Some(peers) = self.requested.get_mut(&index) {
-            if let Some(pos) = peers.iter().position(|(p, _)| p == peer) {
-                peers.swap_remove(pos);
-                self.in_flight -= 1;
-                if let Some(h) = self.holders.get_mut(peer) {
-                    h.chunks_in_flight -= 1;
-                }
+    /// Forgets `peer`'s request for `index`; returns when it was made.
+    fn finish_request(&mut self, peer: &PeerId, index: u32) -> Option<Instant> {
+        let peers = self.requested.get_mut(&index)?;
+        let asked = peers.iter().position(|(p, _)| p == peer).map(|pos| {
+            let (_, at) = peers.swap_remove(pos);
+            self.in_flight -= 1;
+            if let Some(h) = self.holders.get_mut(peer) {
+                h.chunks_in_flight -= 1;
             }
-            if peers.is_empty() {
-                self.requested.remove(&index);
-            }
+            at
+        });
+        if peers.is_empty() {
+            self.requested.remove(&index);
         }
+        asked
     }
 
-    /// A verified chunk arrived; `remote_have` is the holder's bitfield sent along. Returns
-    /// whether the chunk was new to us (false for an endgame duplicate).
-    pub fn on_chunk_ok(&mut self, peer: PeerId, index: u32, remote_have: Bitfield) -> bool {
-        self.finish_request(&peer, index);
+    /// A verified chunk arrived at `now`; `remote_have` is the holder's bitfield sent along.
+    /// Returns whether the chunk was new to us (false for an endgame duplicate).
+    pub fn on_chunk_ok(
+        &mut self,
+        peer: PeerId,
+        index: u32,
+        remote_have: Bitfield,
+        now: Instant,
+    ) -> bool {
+        if let Some(asked) = self.finish_request(&peer, index) {
+            let took = now.saturating_duration_since(asked);
+            // An exponential moving average, weight 1/8 on the newest.
+            self.latency = Some(self.latency.map_or(took, |avg| (avg * 7 + took) / 8));
+        }
         let n = self.have.len();
         if let Some(h) = self.holders.get_mut(&peer) {
             h.served += 1;
@@ -229,7 +254,7 @@ impl Scheduler {
 
     /// A chunk failed verification: the holder is dropped for this fetch.
     pub fn on_chunk_bad(&mut self, peer: PeerId, index: u32) {
-        self.finish_request(&peer, index);
+        let _ = self.finish_request(&peer, index);
         if let Some(h) = self.holders.get_mut(&peer) {
             h.dropped = Some(DropReason::BadData);
         }
@@ -242,7 +267,7 @@ impl Scheduler {
 
     /// A chunk request failed.
     pub fn on_chunk_failed(&mut self, peer: PeerId, index: u32, failure: Failure, now: Instant) {
-        self.finish_request(&peer, index);
+        let _ = self.finish_request(&peer, index);
         if failure == Failure::NotNow {
             let until = now + self.cfg.backoff;
             if let Some(h) = self.holders.get_mut(&peer) {
@@ -474,12 +499,12 @@ impl Scheduler {
             .filter(|i| !self.requested.contains_key(i))
             .collect();
         // Requests outstanding since before `stale` may be stuck on their holder.
-        let stale = now.checked_sub(self.cfg.stale_after);
+        let stale = now.checked_sub(self.patience(self.cfg.stale_after, STALE_LATENCIES));
         let is_stale = |t: &Instant| stale.is_some_and(|s| *t <= s);
         let (pool, key): (Vec<u32>, Box<dyn Fn(u32) -> u32>) = if !fresh.is_empty() {
             (fresh, Box::new(|i| rarity[i as usize]))
         } else if !self.unrequested_missing_exists() {
-            let slow = now.checked_sub(self.cfg.endgame_after);
+            let slow = now.checked_sub(self.patience(self.cfg.endgame_after, ENDGAME_LATENCIES));
             let dup: Vec<u32> = missing
                 .into_iter()
                 .filter(|i| {
@@ -517,6 +542,17 @@ impl Scheduler {
         let best = pool.iter().map(|&i| key(i)).min()?;
         let ties: Vec<u32> = pool.into_iter().filter(|&i| key(i) == best).collect();
         Some(ties[self.random(ties.len())])
+    }
+
+    /// How long to wait on a request before acting on it: `floor`, or `latencies` typical
+    /// chunk latencies of this fetch if that is longer.
+    fn patience(&self, floor: Duration, latencies: u32) -> Duration {
+        self.latency.map_or(floor, |l| floor.max(l * latencies))
+    }
+
+    /// The typical time from a chunk request to its arrival in this fetch, once known.
+    pub fn latency(&self) -> Option<Duration> {
+        self.latency
     }
 
     fn unrequested_missing_exists(&self) -> bool {
@@ -623,7 +659,7 @@ mod tests {
         let mut got = Vec::new();
         for _ in 0..10 {
             for (peer, i) in chunks(&s.next_actions(now)) {
-                assert!(s.on_chunk_ok(peer, i, Bitfield::full(5)));
+                assert!(s.on_chunk_ok(peer, i, Bitfield::full(5), now));
                 got.push(i);
             }
         }
@@ -667,7 +703,7 @@ mod tests {
         s.on_chunk_bad(bad, idx);
         assert_eq!(s.dropped(), vec![(bad, DropReason::BadData)]);
         for (p, i) in reqs.iter().filter(|(p, _)| *p == good) {
-            s.on_chunk_ok(*p, *i, Bitfield::full(2));
+            s.on_chunk_ok(*p, *i, Bitfield::full(2), now);
         }
         // The bad peer's other requests may still land; drain them.
         for (p, i) in reqs.iter().filter(|(p, i)| *p == bad && *i != idx) {
@@ -676,7 +712,7 @@ mod tests {
         for _ in 0..4 {
             for (p, i) in chunks(&s.next_actions(now)) {
                 assert_eq!(p, good);
-                s.on_chunk_ok(p, i, Bitfield::full(2));
+                s.on_chunk_ok(p, i, Bitfield::full(2), now);
             }
         }
         assert!(s.is_complete());
@@ -713,7 +749,7 @@ mod tests {
         // The holder stays usable, for the other chunk.
         assert_eq!(chunks(&s.next_actions(t0)), vec![(origin, 1 - first)]);
         assert!(s.dropped().is_empty());
-        s.on_chunk_ok(origin, 1 - first, Bitfield::full(2));
+        s.on_chunk_ok(origin, 1 - first, Bitfield::full(2), t0);
         assert!(chunks(&s.next_actions(t0 + Duration::from_millis(10))).is_empty());
         assert_eq!(
             chunks(&s.next_actions(t0 + Duration::from_millis(150))),
@@ -755,12 +791,40 @@ mod tests {
         );
         let later = now + Duration::from_millis(150);
         assert_eq!(chunks(&s.next_actions(later)), vec![(fast, 2)]);
-        assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3)));
+        assert!(s.on_chunk_ok(fast, 2, Bitfield::full(3), later));
         assert!(
-            !s.on_chunk_ok(slow, 2, Bitfield::full(3)),
+            !s.on_chunk_ok(slow, 2, Bitfield::full(3), later),
             "duplicate is not new"
         );
         assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_endgame_waits_as_long_as_this_fetch_chunks_usually_take() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.per_peer = 1;
+        let mut s = Scheduler::new(Bitfield::empty(3), c, 17);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        s.add_complete_holder(a);
+        // Two chunks took 1 s each.
+        let mut t = t0;
+        for _ in 0..2 {
+            let (p, i) = chunks(&s.next_actions(t))[0];
+            t += Duration::from_secs(1);
+            assert!(s.on_chunk_ok(p, i, Bitfield::full(3), t));
+        }
+        assert_eq!(s.latency(), Some(Duration::from_secs(1)));
+        let last = chunks(&s.next_actions(t));
+        assert_eq!(last.len(), 1);
+        s.add_complete_holder(b);
+        // endgame_after is 100 ms, but here 1.5 s is an ordinary wait, not a slow holder.
+        assert!(chunks(&s.next_actions(t + Duration::from_millis(1500))).is_empty());
+        assert_eq!(
+            chunks(&s.next_actions(t + Duration::from_millis(2100))),
+            vec![(b, last[0].1)],
+            "two typical latencies: duplicated"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -237,8 +237,8 @@ impl ChunkServer {
     }
 
     /// Accepts inbound chunk streams until the swarm is gone.
-    pub async fn run(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
-        while let Some((peer, stream)) = incoming.next().await {
+    pub async fn run(self: Arc<Self>, mut incoming: crate::mesh::inbound::Incoming) {
+        while let Some((peer, stream)) = incoming.recv().await {
             {
                 let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
                 let n = streams.entry(peer).or_default();
@@ -378,12 +378,19 @@ impl ChunkServer {
             len: data.len() as u32,
             have,
         };
-        write_frame(stream, &head, MAX_CHUNK_HEADER_BYTES).await?;
-        stream.write_all(&data).await?;
-        stream.flush().await?;
-        self.metrics.blob_chunks_served.inc();
-        self.metrics.blob_bytes_served.inc_by(data.len() as u64);
+        let sent = async {
+            write_frame(stream, &head, MAX_CHUNK_HEADER_BYTES).await?;
+            stream.write_all(&data).await?;
+            stream.flush().await?;
+            Ok::<(), StreamError>(())
+        }
+        .await;
+        let len = data.len() as u64;
+        // Back to the pool on a reset stream too: a freed megabyte costs a zeroed one later.
         buffers::give_chunk(data);
+        sent?;
+        self.metrics.blob_chunks_served.inc();
+        self.metrics.blob_bytes_served.inc_by(len);
         Ok(())
     }
 }
@@ -405,9 +412,9 @@ pub enum ChunkOutcome {
     /// The holder refused or failed.
     Failed(Failure, String),
     /// The stream failed before any answer came back on it. Usually not the holder's fault:
-    /// `libp2p-stream` drops an inbound stream when the holder's acceptor is not ready that
-    /// instant (its queue holds one stream), which happens when many streams open at once.
-    /// Worth retrying on a new stream after a pause.
+    /// a holder drops inbound streams its chunk server's queue has no room for (see
+    /// [`crate::mesh::inbound`]), and streams die with their connection. Worth retrying on a
+    /// new stream after a pause.
     Lost(String),
 }
 

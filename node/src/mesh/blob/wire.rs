@@ -26,8 +26,11 @@ pub const BLOB_LIMITS: CodecLimits = CodecLimits {
     request_bytes: MAX_BLOB_REQUEST_BYTES,
     response_bytes: MAX_BLOB_RESPONSE_BYTES,
     version: BLOB_VERSION,
-    // A chunk, its bitfield and the CBOR framing.
-    response_prealloc_bytes: MAX_CHUNK_BYTES + 16 * 1024,
+    // Fetchers ask this protocol for bitfields and manifests (a few KiB); chunks travel on
+    // chunk streams. Reserving a chunk's megabyte for every answer cost a fresh zeroed
+    // allocation per bitfield whenever the codec's pool ran dry (the swarm's profile); the
+    // rare larger answer grows the buffer.
+    response_prealloc_bytes: 16 * 1024,
 };
 
 /// A request to a blob holder.

@@ -1,0 +1,160 @@
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future::join_all};
+use libp2p::{Swarm, SwarmBuilder, noise, swarm::SwarmEvent, tcp, yamux};
+use tokio::time::timeout;
+
+use super::*;
+use crate::mesh::metrics::ReasonLabel;
+
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/test-inbound/1");
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn swarm<B: NetworkBehaviour + Send>(behaviour: B) -> Swarm<B> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| behaviour)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
+        .build()
+}
+
+/// A listener running `behaviour` and a `libp2p-stream` dialer connected to it on 127.0.0.1;
+/// returns the listener's PeerId, the dialer's, and the dialer's stream control.
+async fn connect(behaviour: Behaviour) -> (PeerId, PeerId, libp2p_stream::Control) {
+    let mut listener = swarm(behaviour);
+    listener
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    let addr = timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = listener.select_next_some().await {
+                break address;
+            }
+        }
+    })
+    .await
+    .expect("listening in time");
+    let listener_id = *listener.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            listener.select_next_some().await;
+        }
+    });
+
+    let mut dialer = swarm(libp2p_stream::Behaviour::new());
+    let dialer_id = *dialer.local_peer_id();
+    let control = dialer.behaviour().new_control();
+    dialer.dial(addr).expect("dial");
+    timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = dialer.select_next_some().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("connected in time");
+    tokio::spawn(async move {
+        loop {
+            dialer.select_next_some().await;
+        }
+    });
+    (listener_id, dialer_id, control)
+}
+
+fn rejected(metrics: &MeshMetrics, reason: &str) -> u64 {
+    metrics
+        .requests_rejected
+        .get_or_create(&ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .get()
+}
+
+#[tokio::test]
+async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
+    let metrics = MeshMetrics::default();
+    let cfg = Config {
+        protocol: PROTOCOL,
+        queue: 64,
+    };
+    let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
+    let (listener, dialer, control) = connect(behaviour).await;
+
+    // 40 streams at once, each carrying its number, while nobody takes any.
+    let opens = (0..40u8).map(|i| {
+        let mut control = control.clone();
+        async move {
+            let mut s = control.open_stream(listener, PROTOCOL).await.expect("open");
+            s.write_all(&[i]).await.expect("write");
+            s.close().await.expect("close");
+        }
+    });
+    timeout(LIMIT, join_all(opens))
+        .await
+        .expect("opened in time");
+
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let (from, mut s) = timeout(LIMIT, incoming.recv())
+            .await
+            .expect("queued in time")
+            .expect("a stream");
+        assert_eq!(from, dialer);
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).await.expect("read");
+        seen.extend(bytes);
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..40).collect::<Vec<u8>>(),
+        "every stream arrived intact"
+    );
+    assert_eq!(rejected(&metrics, "stream_queue_full"), 0);
+}
+
+#[tokio::test]
+async fn streams_beyond_a_full_queue_are_dropped_and_counted() {
+    let metrics = MeshMetrics::default();
+    let cfg = Config {
+        protocol: PROTOCOL,
+        queue: 2,
+    };
+    let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
+    let (listener, _, mut control) = connect(behaviour).await;
+
+    for i in 0..6u8 {
+        // A dropped stream is reset: its writes may fail, which is the point.
+        if let Ok(Ok(mut s)) = timeout(LIMIT, control.open_stream(listener, PROTOCOL)).await {
+            let _ = s.write_all(&[i]).await;
+            let _ = s.close().await;
+        }
+    }
+    let deadline = Instant::now() + LIMIT;
+    while rejected(&metrics, "stream_queue_full") < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rejected(&metrics, "stream_queue_full"), 4);
+
+    // The two queued ones are whole: the first two opened.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (_, mut s) = timeout(LIMIT, incoming.recv())
+            .await
+            .expect("in time")
+            .expect("a stream");
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).await.expect("read");
+        seen.extend(bytes);
+    }
+    assert_eq!(seen, vec![0, 1]);
+    assert!(incoming.try_recv().is_err(), "nothing else was queued");
+}
