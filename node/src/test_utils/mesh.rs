@@ -98,6 +98,25 @@ where
     }
 }
 
+/// A swarm of a fresh identity on TCP with libp2p's own Noise and Yamux (what other
+/// implementations speak), running the behaviour `make` builds; idle connections last 30 s.
+pub fn tcp_swarm<B: NetworkBehaviour>(
+    make: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Swarm<B> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(make)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build()
+}
+
 /// A node config for tests: loopback TCP on a random port, API on a random port, quick
 /// fetch timeouts, no bootstrap, no mDNS.
 pub fn test_config(data_dir: &Path) -> NodeConfig {
@@ -330,44 +349,31 @@ impl std::fmt::Debug for RawPeer {
 impl RawPeer {
     /// A raw peer on loopback TCP (not listening).
     pub fn new() -> Self {
-        let swarm = SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .expect("tcp")
-            .with_behaviour(|key| {
-                let cfg = gossipsub::ConfigBuilder::default()
-                    .max_transmit_size(1024 * 1024)
-                    .validation_mode(gossipsub::ValidationMode::Permissive)
-                    .build()
-                    .expect("gossipsub config");
-                let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    cfg,
-                )
-                .expect("gossipsub");
-                let rr = request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10));
-                RawBehaviour {
-                    gossipsub,
-                    rpc: request_response::Behaviour::with_codec(
-                        RawCodec,
-                        [(RPC_PROTOCOL, ProtocolSupport::Outbound)],
-                        rr.clone(),
-                    ),
-                    blob: request_response::Behaviour::with_codec(
-                        RawCodec,
-                        [(BLOB_PROTOCOL, ProtocolSupport::Outbound)],
-                        rr,
-                    ),
-                }
-            })
-            .expect("behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build();
+        let swarm = tcp_swarm(|key| {
+            let cfg = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(1024 * 1024)
+                .validation_mode(gossipsub::ValidationMode::Permissive)
+                .build()
+                .expect("gossipsub config");
+            let gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), cfg)
+                    .expect("gossipsub");
+            let rr =
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10));
+            RawBehaviour {
+                gossipsub,
+                rpc: request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(RPC_PROTOCOL, ProtocolSupport::Outbound)],
+                    rr.clone(),
+                ),
+                blob: request_response::Behaviour::with_codec(
+                    RawCodec,
+                    [(BLOB_PROTOCOL, ProtocolSupport::Outbound)],
+                    rr,
+                ),
+            }
+        });
         Self { swarm }
     }
 

@@ -336,9 +336,10 @@ impl Scheduler {
         let querying = self.holders.values().filter(|h| h.have_in_flight).count();
         let backed_off = self.holders.values().filter(|h| !h.usable(now)).count();
         out.push_str(&format!(
-            "in flight {}, holders {} ({no_have} without bitfield, {querying} being asked, {backed_off} unusable)",
+            "in flight {}, holders {} ({no_have} without bitfield, {querying} being asked, {backed_off} unusable), chunk latency {:?}",
             self.in_flight,
-            self.holders.len()
+            self.holders.len(),
+            self.latency
         ));
         out
     }

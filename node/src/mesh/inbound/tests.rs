@@ -1,34 +1,22 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future::join_all};
-use libp2p::{Swarm, SwarmBuilder, noise, swarm::SwarmEvent, tcp, yamux};
+use libp2p::swarm::SwarmEvent;
 use tokio::time::timeout;
 
 use super::*;
-use crate::mesh::metrics::ReasonLabel;
+use crate::{
+    mesh::metrics::ReasonLabel,
+    test_utils::mesh::{eventually, tcp_swarm},
+};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/test-inbound/1");
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn swarm<B: NetworkBehaviour + Send>(behaviour: B) -> Swarm<B> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| behaviour)
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(LIMIT))
-        .build()
-}
-
 /// A listener running `behaviour` and a `libp2p-stream` dialer connected to it on 127.0.0.1;
 /// returns the listener's PeerId, the dialer's, and the dialer's stream control.
 async fn connect(behaviour: Behaviour) -> (PeerId, PeerId, libp2p_stream::Control) {
-    let mut listener = swarm(behaviour);
+    let mut listener = tcp_swarm(|_| behaviour);
     listener
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
         .expect("listen");
@@ -48,7 +36,7 @@ async fn connect(behaviour: Behaviour) -> (PeerId, PeerId, libp2p_stream::Contro
         }
     });
 
-    let mut dialer = swarm(libp2p_stream::Behaviour::new());
+    let mut dialer = tcp_swarm(|_| libp2p_stream::Behaviour::new());
     let dialer_id = *dialer.local_peer_id();
     let control = dialer.behaviour().new_control();
     dialer.dial(addr).expect("dial");
@@ -138,10 +126,11 @@ async fn streams_beyond_a_full_queue_are_dropped_and_counted() {
             let _ = s.close().await;
         }
     }
-    let deadline = Instant::now() + LIMIT;
-    while rejected(&metrics, "stream_queue_full") < 4 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let all_counted = eventually(LIMIT, || async {
+        (rejected(&metrics, "stream_queue_full") >= 4).then_some(())
+    })
+    .await;
+    assert!(all_counted.is_some());
     assert_eq!(rejected(&metrics, "stream_queue_full"), 4);
 
     // The two queued ones are whole: the first two opened.
