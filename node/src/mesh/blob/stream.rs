@@ -55,6 +55,9 @@ pub const MAX_CHUNK_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_STREAMS_PER_PEER: usize = 32;
 /// A served stream with no request for this long is closed.
 const STREAM_IDLE_SECS: u64 = 60;
+/// A chunk answer the fetcher has not taken in this time ends its stream: a peer that stops
+/// reading would otherwise hold one of the few upload slots for good.
+const CHUNK_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests queued in a pipe beyond those on the wire (the scheduler caps what is in flight).
 const PIPE_QUEUE: usize = 64;
 
@@ -289,7 +292,8 @@ impl ChunkServer {
             };
             if let Err(e) = self.answer(&peer, request, &mut stream).await {
                 tracing::debug!(target: "mesh::blob", peer_id = %peer, error = %e, "chunk stream failed");
-                break;
+                // Dropped, not closed: a reset reaches the fetcher even when we owe it data.
+                return;
             }
         }
         let _ = stream.close().await;
@@ -378,13 +382,19 @@ impl ChunkServer {
             len: data.len() as u32,
             have,
         };
-        let sent = async {
+        let send = async {
             write_frame(stream, &head, MAX_CHUNK_HEADER_BYTES).await?;
             stream.write_all(&data).await?;
             stream.flush().await?;
             Ok::<(), StreamError>(())
-        }
-        .await;
+        };
+        let sent = tokio::time::timeout(CHUNK_SEND_TIMEOUT, send)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StreamError::Io(format!(
+                    "chunk not taken within {CHUNK_SEND_TIMEOUT:?}"
+                )))
+            });
         let len = data.len() as u64;
         // Back to the pool on a reset stream too: a freed megabyte costs a zeroed one later.
         buffers::give_chunk(data);
@@ -551,6 +561,9 @@ async fn run_pipe(
     let (mut reader, mut writer) = stream.split();
     let (sent_tx, mut sent_rx) = mpsc::channel::<Ask>(PIPE_QUEUE);
     let answered_w = answered.clone();
+    // Requests written whose answers have not been read.
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let unanswered_r = unanswered.clone();
     let write = async move {
         while let Some(ask) = rx.recv().await {
             let req = ChunkRequest {
@@ -565,15 +578,26 @@ async fn run_pipe(
                 let _ = ask.reply.send(failure(&answered_w, e.to_string()));
                 return;
             }
+            unanswered.fetch_add(1, Ordering::AcqRel);
             if sent_tx.send(ask).await.is_err() {
                 return;
             }
         }
-        let _ = writer.close().await;
+        // The pipe was dropped. With nothing owed, close cleanly. With answers still owed
+        // (endgame duplicates, a fetch that just completed), return without closing: the
+        // dropped stream is reset, which stops the holder's upload at once. A half-closed
+        // stream would not: a holder out of send credit for it would wait for credit that
+        // never comes, holding one of its upload slots for good (in the swarm benchmark the
+        // origin's slots all ended up held that way, and the next fetch from it stalled).
+        if unanswered.load(Ordering::Acquire) == 0 {
+            let _ = writer.close().await;
+        }
     };
     let read = async move {
         while let Some(ask) = sent_rx.recv().await {
-            match read_answer(&mut reader).await {
+            let answer = read_answer(&mut reader).await;
+            unanswered_r.fetch_sub(1, Ordering::AcqRel);
+            match answer {
                 Ok((header, data)) => {
                     answered.store(true, Ordering::Release);
                     let closing = matches!(header, ChunkHeader::Error { .. });
