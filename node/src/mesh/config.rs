@@ -31,6 +31,9 @@ pub struct MeshConfig {
     pub upload_queue: usize,
     /// Upload rate limit for blob chunks, bytes per second (`None`: unlimited).
     pub upload_bytes_per_sec: Option<u64>,
+    /// A chunk answer the fetcher has not taken in this time ends its stream, so that a peer
+    /// that stops reading cannot hold an upload slot for good.
+    pub chunk_send_timeout: Duration,
     /// Chunk streams a fetch opens to each holder (requests are pipelined on each; a holder
     /// accepts at most `blob::stream::MAX_STREAMS_PER_PEER` from one peer). Several streams
     /// beat one: each Yamux stream has its own flow-control window.
@@ -63,6 +66,7 @@ impl Default for MeshConfig {
             upload_queue_per_peer: 8,
             upload_queue: 256,
             upload_bytes_per_sec: None,
+            chunk_send_timeout: Duration::from_secs(60),
             chunk_streams_per_peer: 2,
             fetch: SchedulerConfig {
                 per_peer: 4,

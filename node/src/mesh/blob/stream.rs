@@ -55,9 +55,6 @@ pub const MAX_CHUNK_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_STREAMS_PER_PEER: usize = 32;
 /// A served stream with no request for this long is closed.
 const STREAM_IDLE_SECS: u64 = 60;
-/// A chunk answer the fetcher has not taken in this time ends its stream: a peer that stops
-/// reading would otherwise hold one of the few upload slots for good.
-const CHUNK_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests queued in a pipe beyond those on the wire (the scheduler caps what is in flight).
 const PIPE_QUEUE: usize = 64;
 
@@ -215,6 +212,7 @@ pub struct ChunkServer {
     spread: Mutex<ChunkSpread>,
     limiter: Option<Mutex<TokenBucket>>,
     streams: Mutex<HashMap<PeerId, usize>>,
+    send_timeout: Duration,
 }
 
 impl ChunkServer {
@@ -236,6 +234,7 @@ impl ChunkServer {
             spread: Mutex::new(ChunkSpread::default()),
             limiter,
             streams: Mutex::new(HashMap::new()),
+            send_timeout: cfg.chunk_send_timeout,
         }
     }
 
@@ -388,13 +387,11 @@ impl ChunkServer {
             stream.flush().await?;
             Ok::<(), StreamError>(())
         };
-        let sent = tokio::time::timeout(CHUNK_SEND_TIMEOUT, send)
+        // A peer that stops reading must not hold the upload slot for good.
+        let limit = self.send_timeout;
+        let sent = tokio::time::timeout(limit, send)
             .await
-            .unwrap_or_else(|_| {
-                Err(StreamError::Io(format!(
-                    "chunk not taken within {CHUNK_SEND_TIMEOUT:?}"
-                )))
-            });
+            .unwrap_or_else(|_| Err(StreamError::Io(format!("chunk not taken within {limit:?}"))));
         let len = data.len() as u64;
         // Back to the pool on a reset stream too: a freed megabyte costs a zeroed one later.
         buffers::give_chunk(data);
@@ -629,6 +626,46 @@ mod tests {
 
     fn block_on<F: Future>(f: F) -> F::Output {
         futures::executor::block_on(f)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_does_not_keep_the_upload_slot() {
+        use crate::test_utils::mesh::{TestNode, eventually, random_bytes};
+        let holder = TestNode::start_with(&[], |c| {
+            c.mesh.upload_slots = 1;
+            c.mesh.chunk_send_timeout = Duration::from_secs(1);
+        })
+        .await;
+        let fetcher = TestNode::start(&[holder.addr()]).await;
+        let manifest = holder
+            .handle
+            .client
+            .put_blob(random_bytes(3 * MAX_CHUNK_BYTES, 7))
+            .await
+            .expect("put");
+        let id = manifest.id().expect("id");
+        let control = fetcher.handle.client.stream_control();
+        let holder_id = holder.peer_id();
+        let mut stuck = eventually(Duration::from_secs(10), || {
+            let mut control = control.clone();
+            async move { control.open_stream(holder_id, CHUNK_PROTOCOL).await.ok() }
+        })
+        .await
+        .expect("a chunk stream to the holder");
+        let req = ChunkRequest { id, index: 0 };
+        write_frame(&mut stuck, &req, MAX_CHUNK_REQUEST_BYTES)
+            .await
+            .expect("request");
+        stuck.flush().await.expect("flush");
+        // Never read: the holder fills the stream's window and waits, in its only upload slot.
+        // Another request is answered once the send timeout has freed the slot.
+        let pipe = ChunkPipe::open(control, holder_id, id, Arc::new(manifest), 1);
+        let outcome = pipe.ask(1, Duration::from_secs(10)).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::Verified { .. }),
+            "{outcome:?}"
+        );
+        drop(stuck);
     }
 
     #[test]
