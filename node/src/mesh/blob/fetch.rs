@@ -435,10 +435,11 @@ pub(crate) async fn run(
                         let len = chunk.len() as u64;
                         report.bytes_fetched += len;
                         metrics.blob_bytes_fetched.inc_by(len);
-                        if sched.on_chunk_ok(peer, index, have, Instant::now()) {
+                        let arrived = Instant::now();
+                        if sched.on_chunk_ok(peer, index, have, arrived) {
                             metrics.blob_chunks_fetched.inc();
                             report.chunks_fetched += 1;
-                            last_progress = Instant::now();
+                            last_progress = arrived;
                             progress.send_replace(FetchState::Running {
                                 have: sched.have().count(),
                                 total,
