@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use futures::StreamExt;
@@ -31,13 +31,12 @@ use crate::mesh::{
     message::{GossipBody, RpcErrorCode, RpcResponse},
     peers,
     topics::Topic,
+    warmup::Warmup,
 };
 
 /// Capacity of the channel from serving tasks back to the loop (bounded by the tasks alive:
 /// upload slots plus small requests in flight).
 const SERVED_BUFFER: usize = 256;
-/// Kademlia bootstrap rounds at start-up (seconds after start), before the periodic interval.
-const BOOTSTRAP_WARMUP_SECS: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// Burst allowed by the upload rate limiter.
 pub(crate) const UPLOAD_BURST_BYTES: u64 = 2 * 1024 * 1024;
 
@@ -75,8 +74,7 @@ pub struct EventLoop {
     topic_members: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
     chunk_server: Option<(Arc<ChunkServer>, inbound::Incoming)>,
     connected: HashSet<PeerId>,
-    started: Instant,
-    warmup_round: usize,
+    warmup: Warmup,
 }
 
 impl EventLoop {
@@ -121,8 +119,7 @@ impl EventLoop {
             topic_members: HashMap::new(),
             chunk_server: Some((chunk_server, chunk_streams)),
             connected: HashSet::new(),
-            started: Instant::now(),
-            warmup_round: 0,
+            warmup: Warmup::new(Instant::now()),
         }
     }
 
@@ -135,10 +132,9 @@ impl EventLoop {
             .take()
             .map(|(server, incoming)| tokio::spawn(server.run(incoming)));
         let trimmer = tokio::spawn(super::buffers::trim_chunks_periodically());
+
         loop {
-            let next_bootstrap = BOOTSTRAP_WARMUP_SECS
-                .get(self.warmup_round)
-                .map(|s| self.started + Duration::from_secs(*s));
+            let next_bootstrap = self.warmup.next_at();
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
@@ -151,9 +147,14 @@ impl EventLoop {
                 },
                 Some(served) = self.served_rx.recv() => self.on_served(served),
                 () = sleep_until(next_bootstrap) => {
-                    self.warmup_round += 1;
-                    // Fails only while the routing table is empty; the next round retries.
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    let known = kad.kbuckets().map(|b| b.num_entries()).sum();
+                    if self.warmup.on_due(known) {
+                        // Fails only while the routing table is empty; the next round retries.
+                        let _ = kad.bootstrap();
+                    } else {
+                        tracing::debug!(target: "mesh", known, "routing table settled: warm-up rounds over");
+                    }
                 }
             }
         }

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod noise;
 pub mod peers;
 pub mod topics;
+mod warmup;
 
 use std::sync::Arc;
 
