@@ -132,7 +132,6 @@ impl EventLoop {
             .take()
             .map(|(server, incoming)| tokio::spawn(server.run(incoming)));
         let trimmer = tokio::spawn(super::buffers::trim_chunks_periodically());
-
         loop {
             let next_bootstrap = self.warmup.next_at();
             tokio::select! {

@@ -6,7 +6,7 @@
 //! its whole routing table (`libp2p-kad` copies each of its 256 buckets to do so). In the
 //! 17-node swarm benchmark one round cost 1.2 CPU-seconds across the nodes, and the round at
 //! 8 s fell in the middle of the transfers. So a round runs only while the routing table is
-//! still growing; the first round that would find the table as it was after the previous one
+//! still changing; the first round that would find the table as it was after the previous one
 //! ends the warm-up. Later arrivals are still learnt: they query us themselves, libp2p-kad
 //! bootstraps on its own while the table holds fewer than 20 peers, and the periodic
 //! bootstrap (`MeshConfig::bootstrap_interval`) keeps running.
