@@ -117,6 +117,56 @@ pub fn tcp_swarm<B: NetworkBehaviour>(
         .build()
 }
 
+/// A listener on 127.0.0.1 running `behaviour` and a `libp2p-stream` dialer connected to it,
+/// each driven by a task of its own; returns the listener's PeerId, the dialer's, and the
+/// dialer's stream control.
+pub async fn stream_dialer_to<B>(behaviour: B) -> (PeerId, PeerId, libp2p_stream::Control)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send,
+{
+    const LIMIT: Duration = Duration::from_secs(20);
+    let mut listener = tcp_swarm(|_| behaviour);
+    listener
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    let addr = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = listener.select_next_some().await {
+                break address;
+            }
+        }
+    })
+    .await
+    .expect("listening in time");
+    let listener_id = *listener.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            listener.select_next_some().await;
+        }
+    });
+
+    let mut dialer = tcp_swarm(|_| libp2p_stream::Behaviour::new());
+    let dialer_id = *dialer.local_peer_id();
+    let control = dialer.behaviour().new_control();
+    dialer.dial(addr).expect("dial");
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = dialer.select_next_some().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("connected in time");
+    tokio::spawn(async move {
+        loop {
+            dialer.select_next_some().await;
+        }
+    });
+    (listener_id, dialer_id, control)
+}
+
 /// A node config for tests: loopback TCP on a random port, API on a random port, quick
 /// fetch timeouts, no bootstrap, no mDNS.
 pub fn test_config(data_dir: &Path) -> NodeConfig {

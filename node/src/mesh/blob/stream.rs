@@ -668,6 +668,50 @@ mod tests {
         drop(stuck);
     }
 
+    #[tokio::test]
+    async fn a_pipe_dropped_with_an_answer_owed_resets_its_stream() {
+        use futures::StreamExt;
+
+        use crate::test_utils::mesh::{random_bytes, stream_dialer_to};
+        const LIMIT: Duration = Duration::from_secs(20);
+        // A holder of our own, to see what the pipe leaves on the stream.
+        let holder = libp2p_stream::Behaviour::new();
+        let mut incoming = holder
+            .new_control()
+            .accept(CHUNK_PROTOCOL)
+            .expect("accept chunk streams");
+        let (holder_id, _, control) = stream_dialer_to(holder).await;
+        let manifest = Manifest::for_bytes(&random_bytes(2 * MAX_CHUNK_BYTES, 5));
+        let id = manifest.id().expect("id");
+        let pipe = ChunkPipe::open(control, holder_id, id, Arc::new(manifest), 1);
+        let asked = tokio::spawn(pipe.ask(0, LIMIT));
+        let (_, mut stream) = tokio::time::timeout(LIMIT, incoming.next())
+            .await
+            .expect("a chunk stream in time")
+            .expect("a chunk stream");
+        let req: Option<ChunkRequest> = read_frame(&mut stream, MAX_CHUNK_REQUEST_BYTES)
+            .await
+            .expect("request");
+        assert_eq!(req, Some(ChunkRequest { id, index: 0 }));
+        // The fetch stops wanting the chunk before the answer came (it completed elsewhere, or
+        // gave up on this holder): it drops its pending asks and the pipe.
+        asked.abort();
+        drop(pipe);
+        // The holder sees its stream end, and then cannot send on it: a reset. A pipe that only
+        // closed its side would leave the holder free to send, and a holder out of send credit
+        // for that stream would wait for credit forever, holding an upload slot.
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(LIMIT, stream.read(&mut buf))
+            .await
+            .expect("the stream ends in time");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        let sent = stream.write(&[0u8; 1024]).await;
+        assert!(
+            matches!(sent, Ok(0) | Err(_)),
+            "the holder could still send: {sent:?}"
+        );
+    }
+
     #[test]
     fn request_frames_round_trip() {
         let req = ChunkRequest {

@@ -1,61 +1,16 @@
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future::join_all};
-use libp2p::swarm::SwarmEvent;
+use futures::{AsyncReadExt, AsyncWriteExt, future::join_all};
 use tokio::time::timeout;
 
 use super::*;
 use crate::{
     mesh::metrics::ReasonLabel,
-    test_utils::mesh::{eventually, tcp_swarm},
+    test_utils::mesh::{eventually, stream_dialer_to},
 };
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/quackmesh/test-inbound/1");
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A listener running `behaviour` and a `libp2p-stream` dialer connected to it on 127.0.0.1;
-/// returns the listener's PeerId, the dialer's, and the dialer's stream control.
-async fn connect(behaviour: Behaviour) -> (PeerId, PeerId, libp2p_stream::Control) {
-    let mut listener = tcp_swarm(|_| behaviour);
-    listener
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = timeout(LIMIT, async {
-        loop {
-            if let SwarmEvent::NewListenAddr { address, .. } = listener.select_next_some().await {
-                break address;
-            }
-        }
-    })
-    .await
-    .expect("listening in time");
-    let listener_id = *listener.local_peer_id();
-    tokio::spawn(async move {
-        loop {
-            listener.select_next_some().await;
-        }
-    });
-
-    let mut dialer = tcp_swarm(|_| libp2p_stream::Behaviour::new());
-    let dialer_id = *dialer.local_peer_id();
-    let control = dialer.behaviour().new_control();
-    dialer.dial(addr).expect("dial");
-    timeout(LIMIT, async {
-        loop {
-            if let SwarmEvent::ConnectionEstablished { .. } = dialer.select_next_some().await {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("connected in time");
-    tokio::spawn(async move {
-        loop {
-            dialer.select_next_some().await;
-        }
-    });
-    (listener_id, dialer_id, control)
-}
 
 fn rejected(metrics: &MeshMetrics, reason: &str) -> u64 {
     metrics
@@ -74,7 +29,7 @@ async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
         queue: 64,
     };
     let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
-    let (listener, dialer, control) = connect(behaviour).await;
+    let (listener, dialer, control) = stream_dialer_to(behaviour).await;
 
     // 40 streams at once, each carrying its number, while nobody takes any.
     let opens = (0..40u8).map(|i| {
@@ -117,7 +72,7 @@ async fn streams_beyond_a_full_queue_are_dropped_and_counted() {
         queue: 2,
     };
     let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
-    let (listener, _, mut control) = connect(behaviour).await;
+    let (listener, _, mut control) = stream_dialer_to(behaviour).await;
 
     for i in 0..6u8 {
         // A dropped stream is reset: its writes may fail, which is the point.
