@@ -21,15 +21,41 @@ fn rejected(metrics: &MeshMetrics, reason: &str) -> u64 {
         .get()
 }
 
-#[tokio::test]
-async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
+/// A listener queueing up to `queue` inbound streams, and a dialer connected to it.
+struct Pair {
+    metrics: MeshMetrics,
+    incoming: Incoming,
+    listener: PeerId,
+    dialer: PeerId,
+    control: libp2p_stream::Control,
+}
+
+async fn pair(queue: usize) -> Pair {
     let metrics = MeshMetrics::default();
     let cfg = Config {
         protocol: PROTOCOL,
-        queue: 64,
+        queue,
     };
-    let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
+    let (behaviour, incoming) = Behaviour::new(cfg, metrics.clone());
     let (listener, dialer, control) = stream_dialer_to(behaviour).await;
+    Pair {
+        metrics,
+        incoming,
+        listener,
+        dialer,
+        control,
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
+    let Pair {
+        metrics,
+        mut incoming,
+        listener,
+        dialer,
+        control,
+    } = pair(64).await;
 
     // 40 streams at once, each carrying its number, while nobody takes any.
     let opens = (0..40u8).map(|i| {
@@ -66,13 +92,13 @@ async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
 
 #[tokio::test]
 async fn streams_beyond_a_full_queue_are_dropped_and_counted() {
-    let metrics = MeshMetrics::default();
-    let cfg = Config {
-        protocol: PROTOCOL,
-        queue: 2,
-    };
-    let (behaviour, mut incoming) = Behaviour::new(cfg, metrics.clone());
-    let (listener, _, mut control) = stream_dialer_to(behaviour).await;
+    let Pair {
+        metrics,
+        mut incoming,
+        listener,
+        mut control,
+        ..
+    } = pair(2).await;
 
     for i in 0..6u8 {
         // A dropped stream is reset: its writes may fail, which is the point.
