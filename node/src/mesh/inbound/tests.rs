@@ -47,6 +47,21 @@ async fn pair(queue: usize) -> Pair {
     }
 }
 
+/// Takes `n` queued streams and reads each to its end: who sent them, and their bytes in
+/// the order taken.
+async fn read_queued(incoming: &mut Incoming, n: usize) -> (Vec<PeerId>, Vec<u8>) {
+    let (mut senders, mut bytes) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (from, mut s) = timeout(LIMIT, incoming.recv())
+            .await
+            .expect("queued in time")
+            .expect("a stream");
+        senders.push(from);
+        s.read_to_end(&mut bytes).await.expect("read");
+    }
+    (senders, bytes)
+}
+
 #[tokio::test]
 async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
     let Pair {
@@ -70,17 +85,8 @@ async fn a_burst_of_streams_waits_for_a_consumer_that_is_not_ready() {
         .await
         .expect("opened in time");
 
-    let mut seen = Vec::new();
-    for _ in 0..40 {
-        let (from, mut s) = timeout(LIMIT, incoming.recv())
-            .await
-            .expect("queued in time")
-            .expect("a stream");
-        assert_eq!(from, dialer);
-        let mut bytes = Vec::new();
-        s.read_to_end(&mut bytes).await.expect("read");
-        seen.extend(bytes);
-    }
+    let (senders, mut seen) = read_queued(&mut incoming, 40).await;
+    assert!(senders.iter().all(|p| *p == dialer));
     seen.sort_unstable();
     assert_eq!(
         seen,
@@ -115,16 +121,7 @@ async fn streams_beyond_a_full_queue_are_dropped_and_counted() {
     assert_eq!(rejected(&metrics, "stream_queue_full"), 4);
 
     // The two queued ones are whole: the first two opened.
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let (_, mut s) = timeout(LIMIT, incoming.recv())
-            .await
-            .expect("in time")
-            .expect("a stream");
-        let mut bytes = Vec::new();
-        s.read_to_end(&mut bytes).await.expect("read");
-        seen.extend(bytes);
-    }
+    let (_, seen) = read_queued(&mut incoming, 2).await;
     assert_eq!(seen, vec![0, 1]);
     assert!(incoming.try_recv().is_err(), "nothing else was queued");
 }
