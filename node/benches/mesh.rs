@@ -7,7 +7,8 @@
 //!
 //! Also measured, to show where the time goes: BLAKE3 chunk hashing, chunk store writes (file,
 //! fdatasync, redb index), libp2p alone (request-response with 1 MiB responses, and one raw
-//! stream with 1 MiB writes), and the old request-response pipeline (chunk requests answered
+//! stream with 1 MiB writes; the TCP stream also with `libp2p-yamux` instead of `mesh::mux`,
+//! and with stock libp2p), and the old request-response pipeline (chunk requests answered
 //! from the store, nothing verified or written by the fetcher).
 //!
 //! Run: `cargo bench --bench mesh`. Env: `QM_BENCH_MIB` (default 128), `QM_BENCH_RUNS`
@@ -302,7 +303,7 @@ impl libp2p::request_response::Codec for RawCodec {
 }
 
 fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<RawCodec>> {
-    use libp2p::{request_response as rr, tcp, yamux};
+    use libp2p::{request_response as rr, tcp};
     use quackmesh::mesh::noise;
     let behaviour = |_: &libp2p::identity::Keypair| {
         rr::Behaviour::with_codec(
@@ -331,7 +332,7 @@ fn raw_swarm(quic: bool) -> libp2p::Swarm<libp2p::request_response::Behaviour<Ra
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                quackmesh::mesh::mux::Config::default,
             )
             .expect("tcp")
             .with_behaviour(behaviour)
@@ -411,8 +412,11 @@ async fn raw_transport(quic: bool, total: usize, depth: usize) -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     Quic,
-    /// TCP + the mesh's Noise (`quackmesh::mesh::noise`) + Yamux: what the nodes run.
+    /// TCP + the mesh's Noise (`quackmesh::mesh::noise`) + its Yamux (`mesh::mux`, frames of
+    /// one Noise record): what the nodes run.
     Tcp,
+    /// TCP + the mesh's Noise + `libp2p-yamux` (16 KiB frames), for comparison.
+    TcpLibp2pYamux,
     /// TCP + `libp2p-noise` + Yamux, for comparison.
     TcpLibp2pNoise,
 }
@@ -435,6 +439,17 @@ fn stream_swarm(wire: Wire) -> libp2p::Swarm<libp2p_stream::Behaviour> {
             .with_swarm_config(idle)
             .build(),
         Wire::Tcp => builder
+            .with_tcp(
+                tcp_config,
+                quackmesh::mesh::noise::Config::new,
+                quackmesh::mesh::mux::Config::default,
+            )
+            .expect("tcp")
+            .with_behaviour(behaviour)
+            .expect("behaviour")
+            .with_swarm_config(idle)
+            .build(),
+        Wire::TcpLibp2pYamux => builder
             .with_tcp(
                 tcp_config,
                 quackmesh::mesh::noise::Config::new,
@@ -674,6 +689,7 @@ fn main() {
     let streams = env_usize("QM_BENCH_STREAMS", 4);
     let stream_tcp1 = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, 1));
     let stream_tcp = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, streams));
+    let stream_libp2p_yamux = best_async(&rt, runs, || raw_stream(Wire::TcpLibp2pYamux, len, 1));
     let stream_libp2p_noise = best_async(&rt, runs, || raw_stream(Wire::TcpLibp2pNoise, len, 1));
     // `QM_BENCH_ONLY=stream-tcp`: the TCP streams alone (for profiling one transport).
     let (stream_quic1, stream_quic) = if only == "stream-tcp" {
@@ -688,6 +704,7 @@ fn main() {
         for (what, d) in [
             ("tcp 1 stream", stream_tcp1),
             ("tcp n streams", stream_tcp),
+            ("tcp with libp2p-yamux, 1 stream", stream_libp2p_yamux),
             ("tcp with libp2p-noise, 1 stream", stream_libp2p_noise),
             ("quic 1 stream", stream_quic1),
             ("quic n streams", stream_quic),
@@ -762,7 +779,11 @@ fn main() {
         stream_tcp1,
     );
     row(
-        "the same with libp2p-noise instead of the mesh's Noise",
+        "the same with libp2p-yamux's 16 KiB frames instead of mesh::mux",
+        stream_libp2p_yamux,
+    );
+    row(
+        "the same with libp2p-noise and libp2p-yamux (stock libp2p)",
         stream_libp2p_noise,
     );
     row(

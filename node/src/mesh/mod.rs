@@ -29,6 +29,7 @@ mod event_loop;
 pub mod inbound;
 pub mod message;
 pub mod metrics;
+pub mod mux;
 pub mod noise;
 pub mod peers;
 pub mod topics;
@@ -37,7 +38,7 @@ mod warmup;
 use std::sync::Arc;
 
 use libp2p::{
-    PeerId, SwarmBuilder, gossipsub::MessageId, identity::Keypair, request_response, tcp, yamux,
+    PeerId, SwarmBuilder, gossipsub::MessageId, identity::Keypair, request_response, tcp,
 };
 use tokio::sync::mpsc;
 
@@ -136,7 +137,7 @@ pub fn new(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            mux::Config::default,
         )
         .map_err(|e| MeshError::Build(format!("tcp/noise: {e}")))?
         .with_quic_config(|mut q| {

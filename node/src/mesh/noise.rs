@@ -36,7 +36,7 @@ const STATIC_KEY_DOMAIN: &[u8] = b"noise-libp2p-static-key:";
 const MAX_MESSAGE: usize = u16::MAX as usize;
 const TAG_LEN: usize = 16;
 /// Plaintext bytes per transport record.
-const MAX_PLAIN: usize = MAX_MESSAGE - TAG_LEN;
+pub(crate) const MAX_PLAIN: usize = MAX_MESSAGE - TAG_LEN;
 /// Receive buffer: room for a few whole records, so one read syscall takes what has arrived
 /// and a partial record rarely needs moving.
 const RECV_BUF: usize = 4 * (2 + MAX_MESSAGE);
