@@ -125,8 +125,23 @@ where
     B: NetworkBehaviour + Send + 'static,
     B::ToSwarm: Send,
 {
+    let dialer = tcp_swarm(|_| libp2p_stream::Behaviour::new());
+    let dialer_id = *dialer.local_peer_id();
+    let (listener_id, control) = connect_on_loopback(tcp_swarm(|_| behaviour), dialer).await;
+    (listener_id, dialer_id, control)
+}
+
+/// Has `listener` listen on 127.0.0.1, connects `dialer` to it, and drives both on tasks of
+/// their own; returns the listener's PeerId and the dialer's stream control.
+pub async fn connect_on_loopback<B>(
+    mut listener: Swarm<B>,
+    mut dialer: Swarm<libp2p_stream::Behaviour>,
+) -> (PeerId, libp2p_stream::Control)
+where
+    B: NetworkBehaviour + Send + 'static,
+    B::ToSwarm: Send,
+{
     const LIMIT: Duration = Duration::from_secs(20);
-    let mut listener = tcp_swarm(|_| behaviour);
     listener
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
         .expect("listen");
@@ -146,8 +161,6 @@ where
         }
     });
 
-    let mut dialer = tcp_swarm(|_| libp2p_stream::Behaviour::new());
-    let dialer_id = *dialer.local_peer_id();
     let control = dialer.behaviour().new_control();
     dialer.dial(addr).expect("dial");
     tokio::time::timeout(LIMIT, async {
@@ -164,7 +177,7 @@ where
             dialer.select_next_some().await;
         }
     });
-    (listener_id, dialer_id, control)
+    (listener_id, control)
 }
 
 /// A node config for tests: loopback TCP on a random port, API on a random port, quick
