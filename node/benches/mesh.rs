@@ -417,7 +417,7 @@ enum Wire {
     Tcp,
     /// TCP + the mesh's Noise + `libp2p-yamux` (16 KiB frames), for comparison.
     TcpLibp2pYamux,
-    /// TCP + `libp2p-noise` + Yamux, for comparison.
+    /// TCP + `libp2p-noise` + `libp2p-yamux` (stock libp2p), for comparison.
     TcpLibp2pNoise,
 }
 
@@ -705,7 +705,10 @@ fn main() {
             ("tcp 1 stream", stream_tcp1),
             ("tcp n streams", stream_tcp),
             ("tcp with libp2p-yamux, 1 stream", stream_libp2p_yamux),
-            ("tcp with libp2p-noise, 1 stream", stream_libp2p_noise),
+            (
+                "tcp, stock libp2p (libp2p-noise + libp2p-yamux), 1 stream",
+                stream_libp2p_noise,
+            ),
             ("quic 1 stream", stream_quic1),
             ("quic n streams", stream_quic),
         ] {

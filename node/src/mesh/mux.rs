@@ -213,14 +213,5 @@ impl AsyncWrite for Stream {
 #[error(transparent)]
 pub struct MuxError(yamux::ConnectionError);
 
-impl From<MuxError> for io::Error {
-    fn from(e: MuxError) -> Self {
-        match e.0 {
-            yamux::ConnectionError::Io(e) => e,
-            e => io::Error::other(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -43,14 +43,14 @@ impl Warmup {
 
     /// A round is due and the routing table holds `known` peers: whether to bootstrap now.
     pub(crate) fn on_due(&mut self, known: usize) -> bool {
-        let grew = match self.known_before {
+        let changed = match self.known_before {
             None => true,
             Some(before) => known != before,
         };
         self.known_before = Some(known);
         // An empty table is a node still waiting for its first peer: keep trying (the
         // bootstrap itself fails at once with no peers, and costs nobody anything).
-        if grew || known == 0 {
+        if changed || known == 0 {
             self.round += 1;
             true
         } else {
