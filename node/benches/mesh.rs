@@ -659,6 +659,21 @@ where
         .unwrap_or(Timed::SKIPPED)
 }
 
+/// Runs `f` and prints which share of the bytes `mesh::mux` received went straight into the
+/// reader's buffer (the rest was kept for a reader that was not the one reading).
+fn read_path<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let (d0, b0) = quackmesh::mesh::mux::read_path_bytes();
+    let out = f();
+    let (d1, b1) = quackmesh::mesh::mux::read_path_bytes();
+    let (direct, kept) = (d1 - d0, b1 - b0);
+    println!(
+        "mesh::mux read path, {what}: {:.1}% of {:.0} MiB straight into the reader's buffer",
+        100.0 * direct as f64 / (direct + kept).max(1) as f64,
+        (direct + kept) as f64 / MIB as f64
+    );
+    out
+}
+
 fn main() {
     let mib = env_usize("QM_BENCH_MIB", 128);
     let runs = env_usize("QM_BENCH_RUNS", 3);
@@ -673,12 +688,14 @@ fn main() {
 
     // `QM_BENCH_ONLY=fetch-tcp`: the TCP blob fetch alone (for profiling it).
     if only == "fetch-tcp" {
-        let l = rt.block_on(link(
-            "tcp+noise+yamux",
-            "/ip4/127.0.0.1/tcp/0",
-            blob.clone(),
-            runs,
-        ));
+        let l = read_path("blob fetch", || {
+            rt.block_on(link(
+                "tcp+noise+yamux",
+                "/ip4/127.0.0.1/tcp/0",
+                blob.clone(),
+                runs,
+            ))
+        });
         println!(
             "blob fetch over TCP: {:.0} MB/s, {:.2} CPU ns/B",
             mbps(len, l.fetch.wall),
@@ -687,7 +704,9 @@ fn main() {
         return;
     }
     let streams = env_usize("QM_BENCH_STREAMS", 4);
-    let stream_tcp1 = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, 1));
+    let stream_tcp1 = read_path("1 raw stream", || {
+        best_async(&rt, runs, || raw_stream(Wire::Tcp, len, 1))
+    });
     let stream_tcp = best_async(&rt, runs, || raw_stream(Wire::Tcp, len, streams));
     let stream_libp2p_yamux = best_async(&rt, runs, || raw_stream(Wire::TcpLibp2pYamux, len, 1));
     let stream_libp2p_noise = best_async(&rt, runs, || raw_stream(Wire::TcpLibp2pNoise, len, 1));
@@ -742,7 +761,9 @@ fn main() {
             }
         }
     };
-    let tcp_link = run_link("tcp+noise+yamux", "/ip4/127.0.0.1/tcp/0");
+    let tcp_link = read_path("request-response and blob fetch", || {
+        run_link("tcp+noise+yamux", "/ip4/127.0.0.1/tcp/0")
+    });
     let quic_link = run_link("quic", "/ip4/127.0.0.1/udp/0/quic-v1");
 
     let ceiling = mbps(len, seal_noise.wall);

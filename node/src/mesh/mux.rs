@@ -1,57 +1,49 @@
-//! Yamux for the mesh's TCP connections: the `yamux` crate that `libp2p-yamux` wraps, the same
-//! `/yamux/1.0.0` wire protocol, with a frame size of our choosing.
+//! Yamux for the mesh's TCP connections: our own implementation of the `/yamux/1.0.0` wire
+//! protocol (github.com/hashicorp/yamux/blob/master/spec.md), the one `libp2p-yamux` and every
+//! other libp2p speaks, built to move bulk data with as few copies as the Noise session allows.
 //!
-//! Why not `libp2p-yamux`: its `Config` exposes only the stream limit, so every data frame is
-//! at most 16 KiB (`yamux`'s default `split_send_size`), and each frame is flushed on its own:
-//! a Noise record, a seal and a socket write per 16 KiB. Here a frame and its 12-byte header
-//! fill exactly one Noise record (65,519 bytes of plaintext), four times fewer of each for bulk
-//! data; a raw stream costs 8-25% less CPU per byte (docs/benchmarks.md). Receivers accept
-//! frame bodies of up to 1 MiB (`yamux`) or their receive window (the Yamux spec), far above
-//! this, so peers running `libp2p-yamux` or go-yamux read these frames as any other.
+//! Why not `libp2p-yamux` (the `yamux` crate): each data frame is a `Vec` it owns. A writer's
+//! bytes are copied into a frame and the frame into the Noise record; received bytes are copied
+//! out of the Noise session into a zero-filled frame and out of the frame into the reader's
+//! buffer: four copies and a memset per byte, a fifth of the CPU of a blob fetch
+//! (docs/benchmarks.md), and frames of at most 16 KiB. Here (see `conn`):
+//! - a writer's bytes go straight into the Noise record, in frames that end where the record
+//!   ends (one seal and one socket write per 64 KiB);
+//! - a reader whose stream's frame is next on the connection reads it straight out of the Noise
+//!   session into its own buffer (others who meet that frame first leave it to a waiting
+//!   reader). Frames for other streams are kept until their readers come.
+//!
+//! Flow control as the spec says: 256 KiB of credit per stream at first, raised to
+//! 4 MiB (`conn::RECV_WINDOW`) once the stream's reader reads (so streams nobody reads hold little), given
+//! back in halves. Streams are opened with a SYN window update and accepted with an ACK at
+//! once; a dropped stream is reset (or closed, if the remote had closed) as `yamux` does;
+//! pings are answered; a GoAway or a protocol error ends the connection.
+
+mod conn;
+mod frame;
+mod recv_buf;
 
 use std::{
-    collections::VecDeque,
     io,
     pin::Pin,
-    task::{Context, Poll, Waker},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
 };
 
-use futures::{AsyncRead, AsyncWrite, future, ready};
+use futures::{AsyncRead, AsyncWrite, future};
 use libp2p::core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
 };
 
-/// Yamux frame header length.
-const HEADER_LEN: usize = 12;
-
-/// A data frame's body: with its header, one full Noise record (`noise::MAX_PLAIN`).
-pub const FRAME_BODY: usize = super::noise::MAX_PLAIN - HEADER_LEN;
-
-/// Inbound streams held while the node does not take them (as `libp2p-yamux`); beyond this a
-/// new stream is dropped, which resets it.
-const MAX_BUFFERED_INBOUND: usize = 256;
+pub use conn::{FRAME_BODY, read_path_bytes};
+use conn::{Inner, Mode};
+#[cfg(test)]
+use frame::HEADER_LEN;
 
 /// The muxer upgrade for TCP connections (after Noise).
-#[derive(Debug, Clone)]
-pub struct Config(yamux::Config);
-
-impl Default for Config {
-    fn default() -> Self {
-        let mut c = yamux::Config::default();
-        c.set_split_send_size(FRAME_BODY);
-        Self(c)
-    }
-}
-
-impl Config {
-    fn muxer<C>(self, io: C, mode: yamux::Mode) -> Muxer<C>
-    where
-        C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        Muxer::new(yamux::Connection::new(io, self.0, mode))
-    }
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config;
 
 impl UpgradeInfo for Config {
     type Info = &'static str;
@@ -71,7 +63,7 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_inbound(self, io: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(self.muxer(io, yamux::Mode::Server)))
+        future::ready(Ok(Muxer::new(io, Mode::Server)))
     }
 }
 
@@ -84,39 +76,33 @@ where
     type Future = future::Ready<Result<Self::Output, Self::Error>>;
 
     fn upgrade_outbound(self, io: C, _: Self::Info) -> Self::Future {
-        future::ready(Ok(self.muxer(io, yamux::Mode::Client)))
+        future::ready(Ok(Muxer::new(io, Mode::Client)))
     }
+}
+
+type Shared<C> = Arc<Mutex<Inner<C>>>;
+
+fn lock<C>(shared: &Shared<C>) -> MutexGuard<'_, Inner<C>> {
+    // A panic under the lock leaves the state as consistent as any error would.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A Yamux connection as libp2p's [`StreamMuxer`].
-#[derive(Debug)]
 pub struct Muxer<C> {
-    connection: yamux::Connection<C>,
-    /// Inbound streams that arrived while the connection was driven through [`StreamMuxer::poll`]
-    /// (Yamux only progresses through `poll_next_inbound`, which may yield a new stream).
-    inbound: VecDeque<yamux::Stream>,
-    inbound_waker: Option<Waker>,
+    shared: Shared<C>,
 }
 
 impl<C> Muxer<C> {
-    fn new(connection: yamux::Connection<C>) -> Self {
+    fn new(io: C, mode: Mode) -> Self {
         Self {
-            connection,
-            inbound: VecDeque::new(),
-            inbound_waker: None,
+            shared: Arc::new(Mutex::new(Inner::new(io, mode))),
         }
     }
-}
 
-impl<C> Muxer<C>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    fn poll_next_stream(&mut self, cx: &mut Context<'_>) -> Poll<Result<yamux::Stream, MuxError>> {
-        match ready!(self.connection.poll_next_inbound(cx)) {
-            Some(Ok(s)) => Poll::Ready(Ok(s)),
-            Some(Err(e)) => Poll::Ready(Err(MuxError(e))),
-            None => Poll::Ready(Err(MuxError(yamux::ConnectionError::Closed))),
+    fn stream(&self, id: u32) -> Stream<C> {
+        Stream {
+            id,
+            shared: self.shared.clone(),
         }
     }
 }
@@ -125,93 +111,88 @@ impl<C> StreamMuxer for Muxer<C>
 where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    type Substream = Stream;
+    type Substream = Stream<C>;
     type Error = MuxError;
 
     fn poll_inbound(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        let this = self.get_mut();
-        if let Some(s) = this.inbound.pop_front() {
-            return Poll::Ready(Ok(Stream(s)));
-        }
-        if let Poll::Ready(r) = this.poll_next_stream(cx) {
-            return Poll::Ready(r.map(Stream));
-        }
-        this.inbound_waker = Some(cx.waker().clone());
-        Poll::Pending
+        let id = futures::ready!(lock(&self.shared).poll_inbound(cx))?;
+        Poll::Ready(Ok(self.stream(id)))
     }
 
     fn poll_outbound(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        let this = self.get_mut();
-        let s = ready!(this.connection.poll_new_outbound(cx)).map_err(MuxError)?;
-        Poll::Ready(Ok(Stream(s)))
+        let id = futures::ready!(lock(&self.shared).poll_open(cx))?;
+        Poll::Ready(Ok(self.stream(id)))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.get_mut().connection.poll_close(cx).map_err(MuxError)
+        lock(&self.shared).poll_close(cx).map_err(MuxError)
     }
 
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        let this = self.get_mut();
-        let stream = ready!(this.poll_next_stream(cx))?;
-        if this.inbound.len() >= MAX_BUFFERED_INBOUND {
-            tracing::warn!(%stream, "dropping an inbound Yamux stream: too many not taken yet");
-        } else {
-            this.inbound.push_back(stream);
-            if let Some(w) = this.inbound_waker.take() {
-                w.wake();
-            }
-        }
-        // Come back at once: the connection may have more to do.
-        cx.waker().wake_by_ref();
+        lock(&self.shared).poll_drive(cx)?;
         Poll::Pending
     }
 }
 
 /// A Yamux stream.
-#[derive(Debug)]
-pub struct Stream(yamux::Stream);
+pub struct Stream<C> {
+    id: u32,
+    shared: Shared<C>,
+}
 
-impl AsyncRead for Stream {
+impl<C> std::fmt::Debug for Stream<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("id", &self.id).finish()
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        lock(&self.shared).poll_read_stream(cx, self.id, buf)
     }
 }
 
-impl AsyncWrite for Stream {
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        lock(&self.shared).poll_write_stream(cx, self.id, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        lock(&self.shared).poll_flush_stream(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_close(cx)
+        lock(&self.shared).poll_close_stream(cx, self.id)
+    }
+}
+
+impl<C> Drop for Stream<C> {
+    fn drop(&mut self) {
+        lock(&self.shared).drop_stream(self.id);
     }
 }
 
 /// A Yamux connection error.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct MuxError(yamux::ConnectionError);
+pub struct MuxError(#[from] io::Error);
 
 #[cfg(test)]
 mod tests;

@@ -196,7 +196,7 @@ async fn bulk_data_goes_in_frames_of_one_noise_record() {
         largest: largest.clone(),
     };
     let theirs = tcp::tokio::TcpStream(accepted.expect("accept").0);
-    let mut ours = Config::default()
+    let mut ours = Config
         .upgrade_outbound(ours, "/yamux/1.0.0")
         .await
         .expect("ours");
@@ -229,6 +229,279 @@ async fn bulk_data_goes_in_frames_of_one_noise_record() {
     writer.await.expect("writer");
     assert!(got == data, "the other side read other bytes");
     assert_eq!(largest.load(Ordering::Relaxed), FRAME_BODY);
+}
+
+/// A TCP pair on 127.0.0.1: our muxer (as listener) on one end, a raw socket on the other,
+/// for feeding it frames by hand.
+async fn muxer_and_raw_peer() -> (Muxer<tcp::tokio::TcpStream>, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (raw, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let ours = Config
+        .upgrade_inbound(
+            tcp::tokio::TcpStream(accepted.expect("accept").0),
+            "/yamux/1.0.0",
+        )
+        .await
+        .expect("upgrade");
+    (ours, raw.expect("connect"))
+}
+
+/// Reads frames from the raw peer until `want` matches one (within the limit).
+async fn raw_frame(
+    raw: &mut tokio::net::TcpStream,
+    want: impl Fn(&frame::Header) -> bool,
+) -> frame::Header {
+    use tokio::io::AsyncReadExt as _;
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let mut b = [0u8; HEADER_LEN];
+            raw.read_exact(&mut b).await.expect("a frame");
+            let h = frame::Header::decode(&b).expect("a valid header");
+            let mut body = vec![
+                0u8;
+                if h.kind == frame::Kind::Data {
+                    h.length as usize
+                } else {
+                    0
+                }
+            ];
+            raw.read_exact(&mut body).await.expect("its body");
+            if want(&h) {
+                return h;
+            }
+        }
+    })
+    .await
+    .expect("the frame within the limit")
+}
+
+async fn raw_send(raw: &mut tokio::net::TcpStream, h: frame::Header, body: &[u8]) {
+    use tokio::io::AsyncWriteExt as _;
+    raw.write_all(&h.encode()).await.expect("write header");
+    raw.write_all(body).await.expect("write body");
+}
+
+/// Each bad input ends the connection with an error (no panic) and a GoAway with the
+/// protocol-error code.
+#[tokio::test]
+async fn protocol_violations_end_the_connection_with_a_go_away() {
+    let mut bad_version = frame::Header::data(1, frame::SYN, 0).encode();
+    bad_version[0] = 1;
+    let mut bad_type = frame::Header::data(1, frame::SYN, 0).encode();
+    bad_type[1] = 9;
+    let over_window = frame::DEFAULT_CREDIT + 1;
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("unknown version", bad_version.to_vec()),
+        ("unknown type", bad_type.to_vec()),
+        (
+            // The dialer's streams are odd.
+            "stream id of the wrong side",
+            frame::Header::window_update(2, frame::SYN, 0)
+                .encode()
+                .to_vec(),
+        ),
+        (
+            "frame on stream 0",
+            frame::Header::data(0, 0, 0).encode().to_vec(),
+        ),
+        ("body beyond the window", {
+            let mut b = frame::Header::data(1, frame::SYN, over_window)
+                .encode()
+                .to_vec();
+            b.resize(HEADER_LEN + over_window as usize, 7);
+            b
+        }),
+    ];
+    for (what, bytes) in cases {
+        let (mut ours, mut raw) = muxer_and_raw_peer().await;
+        {
+            use tokio::io::AsyncWriteExt as _;
+            raw.write_all(&bytes).await.expect("write");
+        }
+        let err = tokio::time::timeout(LIMIT, async {
+            loop {
+                if let Err(e) = poll_fn(|cx| ours.poll_unpin(cx)).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the connection should fail"));
+        assert!(!err.to_string().is_empty());
+        // libp2p closes a failed muxer: the GoAway queued on the error goes out then.
+        poll_fn(|cx| ours.poll_close_unpin(cx))
+            .await
+            .expect("close");
+        let h = raw_frame(&mut raw, |h| h.kind == frame::Kind::GoAway).await;
+        assert_eq!(h.length, frame::GO_AWAY_PROTOCOL_ERROR, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn pings_are_answered_with_their_value() {
+    let (ours, mut raw) = muxer_and_raw_peer().await;
+    drive(ours);
+    let ping = frame::Header {
+        kind: frame::Kind::Ping,
+        flags: frame::SYN,
+        stream: 0,
+        length: 0xdead_beef,
+    };
+    raw_send(&mut raw, ping, &[]).await;
+    let pong = raw_frame(&mut raw, |h| h.kind == frame::Kind::Ping).await;
+    assert!(pong.has(frame::ACK));
+    assert_eq!(pong.length, 0xdead_beef);
+}
+
+/// Inbound streams the node does not take are held up to a limit; the next is reset, and
+/// every one held was acknowledged.
+#[tokio::test]
+async fn inbound_streams_beyond_the_limit_are_reset() {
+    let (ours, mut raw) = muxer_and_raw_peer().await;
+    drive(ours);
+    let n = conn::MAX_BUFFERED_INBOUND as u32;
+    for i in 0..=n {
+        raw_send(
+            &mut raw,
+            frame::Header::window_update(2 * i + 1, frame::SYN, 0),
+            &[],
+        )
+        .await;
+    }
+    let mut acked = 0;
+    let reset = loop {
+        let h = raw_frame(&mut raw, |_| true).await;
+        if h.has(frame::RST) {
+            break h;
+        }
+        if h.has(frame::ACK) {
+            acked += 1;
+        }
+    };
+    assert_eq!(acked, n, "every stream held was acknowledged");
+    assert_eq!(
+        reset.stream,
+        2 * n + 1,
+        "the stream past the limit is the one reset"
+    );
+}
+
+/// A reader that stops polling (its read timed out) while its stream's data is next on the
+/// connection does not stall the others: after the hand-off's grace the data is kept for it,
+/// and later read intact.
+#[tokio::test]
+async fn a_reader_that_stops_waiting_does_not_stall_other_streams() {
+    let (dialer, listener) = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (d, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        (
+            tcp::tokio::TcpStream(d.expect("connect")),
+            tcp::tokio::TcpStream(a.expect("accept").0),
+        )
+    };
+    let mut dialer = Config
+        .upgrade_outbound(dialer, "/yamux/1.0.0")
+        .await
+        .expect("dialer");
+    let mut listener = Config
+        .upgrade_inbound(listener, "/yamux/1.0.0")
+        .await
+        .expect("listener");
+    let mut a_out = poll_fn(|cx| dialer.poll_outbound_unpin(cx))
+        .await
+        .expect("a");
+    let mut b_out = poll_fn(|cx| dialer.poll_outbound_unpin(cx))
+        .await
+        .expect("b");
+    drive(dialer);
+    let mut a_in = poll_fn(|cx| listener.poll_inbound_unpin(cx))
+        .await
+        .expect("a in");
+    let mut b_in = poll_fn(|cx| listener.poll_inbound_unpin(cx))
+        .await
+        .expect("b in");
+    drive(listener);
+
+    // A's reader waits, then gives up without dropping its stream.
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_millis(50), a_in.read(&mut byte)).await;
+    assert!(waited.is_err(), "nothing was sent on A yet");
+
+    let a_data = random_bytes(200_000, 1);
+    let b_data = random_bytes(2 << 20, 2);
+    let (a_sent, b_sent) = (a_data.clone(), b_data.clone());
+    let writer = tokio::spawn(async move {
+        a_out.write_all(&a_sent).await.expect("write a");
+        a_out.flush().await.expect("flush a");
+        b_out.write_all(&b_sent).await.expect("write b");
+        b_out.close().await.expect("close b");
+        a_out.close().await.expect("close a");
+    });
+    let mut got_b = Vec::new();
+    tokio::time::timeout(LIMIT, b_in.read_to_end(&mut got_b))
+        .await
+        .expect("B's data while A's reader is away")
+        .expect("read b");
+    assert!(got_b == b_data, "B's bytes differ");
+    let mut got_a = Vec::new();
+    tokio::time::timeout(LIMIT, a_in.read_to_end(&mut got_a))
+        .await
+        .expect("A's data")
+        .expect("read a");
+    assert!(got_a == a_data, "A's bytes differ");
+    writer.await.expect("writer");
+}
+
+/// A stream dropped unread is reset: the writer learns it, and the connection carries on.
+#[tokio::test]
+async fn a_stream_dropped_unread_is_reset() {
+    let listener = swarm(true);
+    let mut incoming = listener
+        .behaviour()
+        .new_control()
+        .accept(PROTOCOL)
+        .expect("accept");
+    let (listener_id, mut control) = connect_on_loopback(listener, swarm(true)).await;
+    let server = tokio::spawn(async move {
+        // The first stream is dropped unread; the second is echoed.
+        let (_, first) = incoming.next().await.expect("first");
+        drop(first);
+        let (_, mut s) = incoming.next().await.expect("second");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("read");
+        s.write_all(&got).await.expect("echo");
+        s.close().await.expect("close");
+    });
+    tokio::time::timeout(LIMIT, async {
+        let mut s = control
+            .open_stream(listener_id, PROTOCOL)
+            .await
+            .expect("open");
+        let data = random_bytes(4 << 20, 3);
+        let err = s
+            .write_all(&data)
+            .await
+            .expect_err("a reset stream refuses more data");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        let mut s = control
+            .open_stream(listener_id, PROTOCOL)
+            .await
+            .expect("open again");
+        s.write_all(b"still here").await.expect("write");
+        s.close().await.expect("close");
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).await.expect("read");
+        assert_eq!(back, b"still here");
+    })
+    .await
+    .expect("within the limit");
+    server.await.expect("server");
 }
 
 #[test]
