@@ -135,6 +135,82 @@ async fn it_dials_libp2p_yamux() {
     echo_across(false, true).await;
 }
 
+/// 16 streams at once, each echoing 1 MiB in writes of varying size: their frames interleave on
+/// the connection, so readers meet each other's frames (the buffered path and the hand-off).
+async fn echo_concurrently(listener_ours: bool, dialer_ours: bool) {
+    const STREAMS: u64 = 16;
+    let listener = swarm(listener_ours);
+    let mut incoming = listener
+        .behaviour()
+        .new_control()
+        .accept(PROTOCOL)
+        .expect("accept");
+    let (listener_id, control) = connect_on_loopback(listener, swarm(dialer_ours)).await;
+    let server = tokio::spawn(async move {
+        let mut echoes = Vec::new();
+        for _ in 0..STREAMS {
+            let (_, mut s) = incoming.next().await.expect("an inbound stream");
+            // `libp2p-stream` resets inbound streams that arrive while its one-slot queue is
+            // full, so each is acknowledged before the next is opened.
+            let mut hello = [0u8; 1];
+            s.read_exact(&mut hello).await.expect("hello");
+            s.write_all(&hello).await.expect("ack");
+            echoes.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.expect("read");
+                send_all(&mut s, &got).await;
+                s.close().await.expect("close");
+            }));
+        }
+        for e in echoes {
+            e.await.expect("echo task");
+        }
+    });
+    let mut control = control;
+    let mut clients = Vec::new();
+    for i in 0..STREAMS {
+        let mut s = tokio::time::timeout(LIMIT, async {
+            let mut s = control
+                .open_stream(listener_id, PROTOCOL)
+                .await
+                .expect("open");
+            let mut hello = [i as u8];
+            s.write_all(&hello).await.expect("hello");
+            s.read_exact(&mut hello).await.expect("ack");
+            s
+        })
+        .await
+        .expect("stream opened within the limit");
+        clients.push(tokio::spawn(async move {
+            let data = random_bytes((1 << 20) + i as usize * 4099, 100 + i);
+            send_all(&mut s, &data).await;
+            s.close().await.expect("close");
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).await.expect("read echo");
+            assert!(back == data, "stream {i}: the echo differs");
+        }));
+    }
+    tokio::time::timeout(LIMIT, async {
+        for c in clients {
+            c.await.expect("client task");
+        }
+        server.await.expect("server task");
+    })
+    .await
+    .expect("all echoes within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_at_once_with_itself() {
+    echo_concurrently(true, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_at_once_with_libp2p_yamux_in_both_roles() {
+    echo_concurrently(true, false).await;
+    echo_concurrently(false, true).await;
+}
+
 /// A connection's I/O that remembers the largest single write the muxer asked for.
 struct LargestWrite<T> {
     io: T,
