@@ -308,16 +308,21 @@ impl<C> Inner<C> {
         e
     }
 
-    fn protocol_error(&mut self, what: impl Into<String>) -> io::Error {
+    /// Queues our GoAway (once: after it no stream is opened or accepted).
+    fn go_away(&mut self, code: u32) {
         if !self.go_away_sent {
             self.go_away_sent = true;
             self.queue(Header {
                 kind: Kind::GoAway,
                 flags: 0,
                 stream: 0,
-                length: GO_AWAY_PROTOCOL_ERROR,
+                length: code,
             });
         }
+    }
+
+    fn protocol_error(&mut self, what: impl Into<String>) -> io::Error {
+        self.go_away(GO_AWAY_PROTOCOL_ERROR);
         self.fail(io::Error::new(io::ErrorKind::InvalidData, what.into()))
     }
 
@@ -974,15 +979,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
             }
             return Poll::Ready(Ok(()));
         }
-        if !self.go_away_sent {
-            self.go_away_sent = true;
-            self.queue(Header {
-                kind: Kind::GoAway,
-                flags: 0,
-                stream: 0,
-                length: GO_AWAY_NORMAL,
-            });
-        }
+        self.go_away(GO_AWAY_NORMAL);
         ready!(self.poll_send_queue(cx))?;
         let io = &mut self.io;
         let r = ready!(self.writing.poll(cx, |c| Pin::new(&mut *io).poll_close(c)));

@@ -8,7 +8,7 @@ use std::{
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _, future::poll_fn};
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder,
+    PeerId, StreamProtocol, Swarm, SwarmBuilder,
     core::muxing::StreamMuxerExt as _,
     core::upgrade::{InboundConnectionUpgrade as _, OutboundConnectionUpgrade as _},
     tcp,
@@ -50,6 +50,39 @@ fn swarm(ours: bool) -> Swarm<libp2p_stream::Behaviour> {
     }
 }
 
+/// A listener (this muxer's or libp2p's) accepting `PROTOCOL` and a dialer connected to it:
+/// the listener's inbound streams, its PeerId and the dialer's stream control.
+async fn connected(
+    listener_ours: bool,
+    dialer_ours: bool,
+) -> (
+    libp2p_stream::IncomingStreams,
+    PeerId,
+    libp2p_stream::Control,
+) {
+    let listener = swarm(listener_ours);
+    let incoming = listener
+        .behaviour()
+        .new_control()
+        .accept(PROTOCOL)
+        .expect("accept");
+    let (listener_id, control) = connect_on_loopback(listener, swarm(dialer_ours)).await;
+    (incoming, listener_id, control)
+}
+
+/// Two ends of a TCP connection on 127.0.0.1: (dialer, listener).
+async fn tcp_pair() -> (tcp::tokio::TcpStream, tcp::tokio::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    (
+        tcp::tokio::TcpStream(dialed.expect("connect")),
+        tcp::tokio::TcpStream(accepted.expect("accept").0),
+    )
+}
+
 /// Writes `data` in writes of varying size (1 byte to 1 MiB, around the frame size), flushing
 /// now and then.
 async fn send_all<W: futures::AsyncWrite + Unpin>(w: &mut W, data: &[u8]) {
@@ -81,13 +114,7 @@ async fn send_all<W: futures::AsyncWrite + Unpin>(w: &mut W, data: &[u8]) {
 /// dialer sends 3 MiB, the listener checks them and sends them back, and the dialer checks the
 /// echo.
 async fn echo_across(listener_ours: bool, dialer_ours: bool) {
-    let listener = swarm(listener_ours);
-    let mut incoming = listener
-        .behaviour()
-        .new_control()
-        .accept(PROTOCOL)
-        .expect("accept");
-    let (listener_id, mut control) = connect_on_loopback(listener, swarm(dialer_ours)).await;
+    let (mut incoming, listener_id, mut control) = connected(listener_ours, dialer_ours).await;
     let server = tokio::spawn(async move {
         for i in 0..3u64 {
             let (_, mut s) = incoming.next().await.expect("an inbound stream");
@@ -139,13 +166,7 @@ async fn it_dials_libp2p_yamux() {
 /// the connection, so readers meet each other's frames (the buffered path and the hand-off).
 async fn echo_concurrently(listener_ours: bool, dialer_ours: bool) {
     const STREAMS: u64 = 16;
-    let listener = swarm(listener_ours);
-    let mut incoming = listener
-        .behaviour()
-        .new_control()
-        .accept(PROTOCOL)
-        .expect("accept");
-    let (listener_id, control) = connect_on_loopback(listener, swarm(dialer_ours)).await;
+    let (mut incoming, listener_id, control) = connected(listener_ours, dialer_ours).await;
     let server = tokio::spawn(async move {
         let mut echoes = Vec::new();
         for _ in 0..STREAMS {
@@ -261,17 +282,12 @@ where
 /// `libp2p-yamux` on the other end reads them.
 #[tokio::test]
 async fn bulk_data_goes_in_frames_of_one_noise_record() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (dialed, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (dialed, theirs) = tcp_pair().await;
     let largest = Arc::new(AtomicUsize::new(0));
     let ours = LargestWrite {
-        io: tcp::tokio::TcpStream(dialed.expect("connect")),
+        io: dialed,
         largest: largest.clone(),
     };
-    let theirs = tcp::tokio::TcpStream(accepted.expect("accept").0);
     let mut ours = Config
         .upgrade_outbound(ours, "/yamux/1.0.0")
         .await
@@ -310,19 +326,12 @@ async fn bulk_data_goes_in_frames_of_one_noise_record() {
 /// A TCP pair on 127.0.0.1: our muxer (as listener) on one end, a raw socket on the other,
 /// for feeding it frames by hand.
 async fn muxer_and_raw_peer() -> (Muxer<tcp::tokio::TcpStream>, tokio::net::TcpStream) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (raw, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (raw, accepted) = tcp_pair().await;
     let ours = Config
-        .upgrade_inbound(
-            tcp::tokio::TcpStream(accepted.expect("accept").0),
-            "/yamux/1.0.0",
-        )
+        .upgrade_inbound(accepted, "/yamux/1.0.0")
         .await
         .expect("upgrade");
-    (ours, raw.expect("connect"))
+    (ours, raw.0)
 }
 
 /// Reads frames from the raw peer until `want` matches one (within the limit).
@@ -470,17 +479,7 @@ async fn inbound_streams_beyond_the_limit_are_reset() {
 /// and later read intact.
 #[tokio::test]
 async fn a_reader_that_stops_waiting_does_not_stall_other_streams() {
-    let (dialer, listener) = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let (d, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
-        (
-            tcp::tokio::TcpStream(d.expect("connect")),
-            tcp::tokio::TcpStream(a.expect("accept").0),
-        )
-    };
+    let (dialer, listener) = tcp_pair().await;
     let mut dialer = Config
         .upgrade_outbound(dialer, "/yamux/1.0.0")
         .await
@@ -537,13 +536,7 @@ async fn a_reader_that_stops_waiting_does_not_stall_other_streams() {
 /// A stream dropped unread is reset: the writer learns it, and the connection carries on.
 #[tokio::test]
 async fn a_stream_dropped_unread_is_reset() {
-    let listener = swarm(true);
-    let mut incoming = listener
-        .behaviour()
-        .new_control()
-        .accept(PROTOCOL)
-        .expect("accept");
-    let (listener_id, mut control) = connect_on_loopback(listener, swarm(true)).await;
+    let (mut incoming, listener_id, mut control) = connected(true, true).await;
     let server = tokio::spawn(async move {
         // The first stream is dropped unread; the second is echoed.
         let (_, first) = incoming.next().await.expect("first");
