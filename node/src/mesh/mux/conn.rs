@@ -766,13 +766,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
             if let Some(e) = self.failure() {
                 return Poll::Ready(Err(e));
             }
+            // Its window update goes out with what `poll_frames` sends.
             self.grow_window(id);
-            let _ = self.try_send_queue(cx);
             match self.poll_frames(cx, Some((id, &mut *buf))) {
-                Poll::Ready(Ok(Read::Delivered(n))) => {
-                    let _ = self.try_send_queue(cx);
-                    return Poll::Ready(Ok(n));
-                }
+                Poll::Ready(Ok(Read::Delivered(n))) => return Poll::Ready(Ok(n)),
                 // Changed, or failed: the checks above say what the reader gets.
                 Poll::Ready(_) => continue,
                 Poll::Pending => {
