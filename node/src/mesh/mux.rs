@@ -22,6 +22,7 @@
 mod conn;
 mod frame;
 mod recv_buf;
+mod wakers;
 
 use std::{
     io,

@@ -14,18 +14,14 @@
 //! other. In the link benchmark this takes the share of bytes read without a copy from about
 //! half to over 90%.
 //!
-//! Several tasks may wait on the socket at once, so its wakers are [`Notifier`]s that wake
-//! every task that found it not ready.
+//! Reading frames is in `read`; several tasks may wait on the socket at once, so it is polled
+//! through [`Waiters`], which wake every task that found it not ready.
 
 use std::{
     collections::{HashMap, VecDeque},
     io,
     pin::Pin,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
-    task::{Context, Poll, Wake, Waker},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
@@ -33,12 +29,18 @@ use futures::{AsyncRead, AsyncWrite, Future as _, ready};
 
 use super::{
     frame::{
-        ACK, DEFAULT_CREDIT, FIN, FrameError, GO_AWAY_NORMAL, GO_AWAY_PROTOCOL_ERROR, HEADER_LEN,
-        Header, Kind, RST, SYN,
+        DEFAULT_CREDIT, FIN, GO_AWAY_NORMAL, GO_AWAY_PROTOCOL_ERROR, HEADER_LEN, Header, Kind, RST,
+        SYN,
     },
     recv_buf::RecvBuf,
+    wakers::Waiters,
 };
 use crate::mesh::noise::MAX_PLAIN;
+
+mod read;
+
+pub use read::read_path_bytes;
+use read::{READ_HEADER, Read, ReadState};
 
 /// Streams open at once (as `yamux`'s default); a peer's stream beyond it is reset.
 pub(super) const MAX_STREAMS: usize = 512;
@@ -49,25 +51,8 @@ pub(super) const MAX_BUFFERED_INBOUND: usize = 256;
 pub(super) const RECV_WINDOW: u32 = 4 * 1024 * 1024;
 /// How long a body waits in the socket for its own reader once that reader was woken for it.
 const HANDOFF_GRACE: Duration = Duration::from_millis(5);
-/// Bytes one poll reads for other streams before it yields to the executor.
-const READ_BUDGET: usize = 1 << 20;
-/// Largest body accepted for a stream we no longer know (it is read and dropped).
-const MAX_UNKNOWN_BODY: u32 = 16 * 1024 * 1024;
 /// A data frame's largest body: with its 12-byte header, one whole Noise record.
 pub const FRAME_BODY: usize = MAX_PLAIN - HEADER_LEN;
-
-/// Bytes readers got straight from the connection, and bytes kept for them first (process-wide;
-/// the link benchmark reports the split).
-static DIRECT_BYTES: AtomicU64 = AtomicU64::new(0);
-static BUFFERED_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// `(direct, buffered)`: received stream bytes delivered without a copy of ours, and with one.
-pub fn read_path_bytes() -> (u64, u64) {
-    (
-        DIRECT_BYTES.load(Ordering::Relaxed),
-        BUFFERED_BYTES.load(Ordering::Relaxed),
-    )
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -75,64 +60,6 @@ pub(super) enum Mode {
     Client,
     /// Listener: even stream ids.
     Server,
-}
-
-/// Wakes every task that registered, once.
-#[derive(Default)]
-struct Notifier(Mutex<Vec<Waker>>);
-
-impl Notifier {
-    fn register(&self, w: &Waker) {
-        let mut ws = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !ws.iter().any(|x| x.will_wake(w)) {
-            ws.push(w.clone());
-        }
-    }
-}
-
-impl Wake for Notifier {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let ws = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in ws {
-            w.wake();
-        }
-    }
-}
-
-struct Waiters {
-    notifier: Arc<Notifier>,
-    waker: Waker,
-}
-
-impl Waiters {
-    fn new() -> Self {
-        let notifier = Arc::new(Notifier::default());
-        Self {
-            waker: Waker::from(notifier.clone()),
-            notifier,
-        }
-    }
-
-    /// Polls the socket with the shared waker. After a `Pending` the caller is registered and
-    /// the socket polled once more, so readiness between the two polls is not lost.
-    fn poll<T>(
-        &self,
-        cx: &mut Context<'_>,
-        mut op: impl FnMut(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        let mut ncx = Context::from_waker(&self.waker);
-        match op(&mut ncx) {
-            Poll::Pending => {
-                self.notifier.register(cx.waker());
-                op(&mut ncx)
-            }
-            r => r,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -182,36 +109,6 @@ impl StreamState {
             w.wake();
         }
     }
-}
-
-enum ReadState {
-    Header {
-        buf: [u8; HEADER_LEN],
-        got: usize,
-    },
-    /// A data frame's body for `stream`; its flags apply once the body is read.
-    Body {
-        stream: u32,
-        left: usize,
-        flags: u16,
-    },
-    /// A body for a stream we dropped or refused.
-    Discard {
-        left: usize,
-    },
-}
-
-const READ_HEADER: ReadState = ReadState::Header {
-    buf: [0; HEADER_LEN],
-    got: 0,
-};
-
-/// What reading the connection did for the stream that asked.
-pub(super) enum Read {
-    /// This many bytes went straight into its buffer.
-    Delivered(usize),
-    /// Its stream changed (FIN or RST came): look again.
-    Changed,
 }
 
 pub(super) struct Inner<C> {
@@ -301,6 +198,7 @@ impl<C> Inner<C> {
             ]
             .into_iter()
             .flatten()
+            .chain(self.body_waiters.drain(..))
             {
                 w.wake();
             }
@@ -393,300 +291,9 @@ impl<C> Inner<C> {
         // The connection task sends what was queued.
         self.wake_conn();
     }
-
-    fn apply_flags(&mut self, id: u32, flags: u16) -> bool {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return false;
-        };
-        let mut changed = false;
-        if flags & FIN != 0 {
-            s.recv_fin = true;
-            changed = true;
-        }
-        if flags & RST != 0 {
-            s.reset = true;
-            s.wake_writer();
-            changed = true;
-        }
-        if changed {
-            s.wake_reader();
-        }
-        changed
-    }
-
-    fn open_inbound(&mut self, id: u32) -> Result<(), io::Error> {
-        let remote_odd = self.mode == Mode::Server;
-        if (id % 2 == 1) != remote_odd {
-            return Err(self.protocol_error(format!("yamux: stream id {id} of the wrong side")));
-        }
-        if self.streams.contains_key(&id) {
-            return Err(self.protocol_error(format!("yamux: stream {id} opened twice")));
-        }
-        if self.streams.len() >= MAX_STREAMS
-            || self.inbound.len() >= MAX_BUFFERED_INBOUND
-            || self.go_away_sent
-        {
-            tracing::warn!(stream = id, "yamux: refusing an inbound stream: too many");
-            self.queue(Header::window_update(id, RST, 0));
-            return Ok(());
-        }
-        self.streams.insert(id, StreamState::new());
-        // Accept at once: the opener may cap its streams not yet acknowledged.
-        self.queue(Header::window_update(id, ACK, 0));
-        self.inbound.push_back(id);
-        if let Some(w) = self.inbound_waker.take() {
-            w.wake();
-        }
-        Ok(())
-    }
-
-    /// Handles a header; returns the stream whose reader should look again.
-    fn on_header(&mut self, h: Header) -> Result<Option<u32>, io::Error> {
-        match h.kind {
-            Kind::Ping => {
-                if h.has(SYN) {
-                    self.queue(Header {
-                        kind: Kind::Ping,
-                        flags: ACK,
-                        stream: 0,
-                        length: h.length,
-                    });
-                }
-                Ok(None)
-            }
-            Kind::GoAway => {
-                let code = h.length;
-                Err(self.fail(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    format!("yamux: the remote closed the connection (go away, code {code})"),
-                )))
-            }
-            Kind::Data | Kind::WindowUpdate => {
-                let id = h.stream;
-                if id == 0 {
-                    return Err(self.protocol_error("yamux: stream frame on stream 0"));
-                }
-                if h.has(SYN) {
-                    self.open_inbound(id)?;
-                }
-                let Some(s) = self.streams.get_mut(&id) else {
-                    // A stream we dropped or refused: its data is read and dropped.
-                    if h.kind == Kind::Data && h.length > 0 {
-                        if h.length > MAX_UNKNOWN_BODY {
-                            return Err(self.protocol_error("yamux: oversized frame"));
-                        }
-                        self.read = ReadState::Discard {
-                            left: h.length as usize,
-                        };
-                    }
-                    return Ok(None);
-                };
-                if h.kind == Kind::WindowUpdate {
-                    match s.send_credit.checked_add(h.length) {
-                        Some(c) => s.send_credit = c,
-                        None => return Err(self.protocol_error("yamux: send window overflow")),
-                    }
-                    s.wake_writer();
-                } else if h.length > 0 {
-                    if h.length > s.recv_credit {
-                        let credit = s.recv_credit;
-                        return Err(self.protocol_error(format!(
-                            "yamux: a {}-byte frame on stream {id} exceeds its window of {credit}",
-                            h.length
-                        )));
-                    }
-                    s.recv_credit -= h.length;
-                    self.read = ReadState::Body {
-                        stream: id,
-                        left: h.length as usize,
-                        flags: h.flags,
-                    };
-                    return Ok(None);
-                }
-                Ok(self.apply_flags(id, h.flags).then_some(id))
-            }
-        }
-    }
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
-    /// Reads and handles frames until the connection has nothing more to read (`Pending`, the
-    /// caller registered for more), or `target` (a stream and its reader's buffer) got bytes
-    /// or a change.
-    pub(super) fn poll_frames(
-        &mut self,
-        cx: &mut Context<'_>,
-        target: Option<(u32, &mut [u8])>,
-    ) -> Poll<io::Result<Read>> {
-        let r = self.poll_frames_inner(cx, target);
-        // Answers to what was read (pongs, ACKs, resets, window updates) go out now.
-        if self.wqueue_at < self.wqueue.len() || self.flush_due {
-            let _ = self.try_send_queue(cx);
-        }
-        r
-    }
-
-    fn poll_frames_inner(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut target: Option<(u32, &mut [u8])>,
-    ) -> Poll<io::Result<Read>> {
-        let mut budget = READ_BUDGET;
-        loop {
-            if let Some(e) = self.failure() {
-                return Poll::Ready(Err(e));
-            }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let io = &mut self.io;
-            match &mut self.read {
-                ReadState::Header { buf, got } => {
-                    let n = match ready!(
-                        self.reading
-                            .poll(cx, |c| Pin::new(&mut *io).poll_read(c, &mut buf[*got..]))
-                    ) {
-                        Ok(0) => {
-                            let e = if *got == 0 {
-                                io::Error::new(
-                                    io::ErrorKind::ConnectionAborted,
-                                    "yamux: connection closed",
-                                )
-                            } else {
-                                io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    "yamux: connection closed inside a frame header",
-                                )
-                            };
-                            return Poll::Ready(Err(self.fail(e)));
-                        }
-                        Ok(n) => n,
-                        Err(e) => return Poll::Ready(Err(self.fail(e))),
-                    };
-                    *got += n;
-                    if *got < HEADER_LEN {
-                        continue;
-                    }
-                    let h = match Header::decode(buf) {
-                        Ok(h) => h,
-                        Err(e @ (FrameError::Version(_) | FrameError::Type(_))) => {
-                            return Poll::Ready(Err(self.protocol_error(e.to_string())));
-                        }
-                    };
-                    self.read = READ_HEADER;
-                    let changed = self.on_header(h)?;
-                    if changed.is_some() && changed == target.as_ref().map(|t| t.0) {
-                        return Poll::Ready(Ok(Read::Changed));
-                    }
-                }
-                ReadState::Body {
-                    stream,
-                    left,
-                    flags,
-                } => {
-                    let (id, flags) = (*stream, *flags);
-                    let Some(s) = self.streams.get_mut(&id) else {
-                        self.read = ReadState::Discard { left: *left };
-                        self.end_body();
-                        continue;
-                    };
-                    let direct = match target.as_mut() {
-                        Some((t, buf)) if *t == id && !buf.is_empty() => Some(buf),
-                        _ => None,
-                    };
-                    let n = if let Some(buf) = direct {
-                        let want = (*left).min(buf.len());
-                        let r = ready!(
-                            self.reading
-                                .poll(cx, |c| Pin::new(&mut *io).poll_read(c, &mut buf[..want]))
-                        );
-                        match r {
-                            Ok(0) => return Poll::Ready(Err(self.fail(eof_in_body()))),
-                            Ok(n) => n,
-                            Err(e) => return Poll::Ready(Err(self.fail(e))),
-                        }
-                    } else {
-                        // Its reader is waiting: leave the body in the socket for it to read
-                        // without a copy, unless it does not come within the grace (a reader
-                        // that gave up waiting must not stall the connection).
-                        if s.parked && self.can_hand_off {
-                            let since = *self.handoff.get_or_insert_with(Instant::now);
-                            if since.elapsed() < HANDOFF_GRACE {
-                                s.wake_reader();
-                                if !self.body_waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                                    self.body_waiters.push(cx.waker().clone());
-                                }
-                                if target.is_some() {
-                                    // The connection task keeps the grace's timer.
-                                    if let Some(w) = self.conn_waker.take() {
-                                        w.wake();
-                                    }
-                                }
-                                return Poll::Pending;
-                            }
-                        }
-                        let want = (*left).min(FRAME_BODY);
-                        let spare = s.recv.spare(want);
-                        let r = ready!(
-                            self.reading
-                                .poll(cx, |c| Pin::new(&mut *io).poll_read(c, spare))
-                        );
-                        match r {
-                            Ok(0) => return Poll::Ready(Err(self.fail(eof_in_body()))),
-                            Ok(n) => {
-                                s.recv.filled(n);
-                                s.wake_reader();
-                                n
-                            }
-                            Err(e) => return Poll::Ready(Err(self.fail(e))),
-                        }
-                    };
-                    *left -= n;
-                    let done = *left == 0;
-                    if done {
-                        self.read = READ_HEADER;
-                        self.end_body();
-                    }
-                    let delivered = target.as_ref().is_some_and(|t| t.0 == id);
-                    if delivered {
-                        DIRECT_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                        self.credit_back(id, n);
-                    } else {
-                        BUFFERED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                        budget = budget.saturating_sub(n);
-                    }
-                    if done {
-                        self.apply_flags(id, flags);
-                    }
-                    if delivered {
-                        return Poll::Ready(Ok(Read::Delivered(n)));
-                    }
-                }
-                ReadState::Discard { left } => {
-                    let want = (*left).min(FRAME_BODY);
-                    if self.scratch.len() < want {
-                        self.scratch.resize(want, 0);
-                    }
-                    let scratch = &mut self.scratch[..want];
-                    let n = match ready!(
-                        self.reading
-                            .poll(cx, |c| Pin::new(&mut *io).poll_read(c, scratch))
-                    ) {
-                        Ok(0) => return Poll::Ready(Err(self.fail(eof_in_body()))),
-                        Ok(n) => n,
-                        Err(e) => return Poll::Ready(Err(self.fail(e))),
-                    };
-                    *left -= n;
-                    budget = budget.saturating_sub(n);
-                    if *left == 0 {
-                        self.read = READ_HEADER;
-                    }
-                }
-            }
-        }
-    }
-
     /// Writes the queued frames out and flushes them.
     pub(super) fn poll_send_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.wqueue_at < self.wqueue.len() {
@@ -986,11 +593,4 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
         ));
         Poll::Ready(r)
     }
-}
-
-fn eof_in_body() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "yamux: connection closed inside a frame",
-    )
 }
