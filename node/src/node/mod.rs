@@ -573,6 +573,18 @@ impl NodeHandle {
                 abort.abort();
             }
         }
+        // What fetches wrote since their last checkpoint, durable now rather than re-hashed at
+        // the next start.
+        let blobs = self.client.blobs().clone();
+        match tokio::task::spawn_blocking(move || blobs.checkpoint_all()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target: "node", error = %e, "blob checkpoint at shutdown failed")
+            }
+            Err(e) => {
+                tracing::warn!(target: "node", error = %e, "blob checkpoint at shutdown failed")
+            }
+        }
         tracing::info!(target: "node", peer_id = %self.peer_id, "node stopped");
     }
 }

@@ -1,8 +1,8 @@
 //! The driver of one blob fetch: find holders (DHT providers, hints), get and verify the
 //! manifest, then loop: ask the [`Scheduler`] what to request, send chunk requests down one
 //! [`ChunkPipe`] per holder (which verifies each chunk against the manifest in its own task)
-//! and hand verified chunks to a writer thread that stores them (so a killed node
-//! keeps what it had), until every chunk is stored. Holders that serve bad data are dropped and
+//! and hand verified chunks to a writer thread that writes them to the blob's file and
+//! checkpoints now and then (so a killed node keeps what it had), until every chunk is stored. Holders that serve bad data are dropped and
 //! the fetch continues from the others.
 
 use std::{
@@ -22,6 +22,7 @@ use crate::mesh::{
     blob::{
         BlobError, BlobId, BlobRequest, BlobResponse, BlobState, BlobStore, VerifiedChunk,
         scheduler::{Action, DropReason, Failure, Scheduler},
+        store::{CHECKPOINT_BYTES, CHECKPOINT_EVERY},
         stream::{ChunkOutcome, ChunkPipe},
     },
     buffers,
@@ -29,8 +30,7 @@ use crate::mesh::{
 
 /// Verified chunks waiting for the writer.
 const WRITE_QUEUE_CHUNKS: usize = 64;
-/// Chunks committed per transaction at most (a commit costs an fsync: batch what has queued
-/// up while the previous one ran).
+/// Chunks written per batch at most (what has queued up while the previous batch was written).
 const WRITE_BATCH_CHUNKS: usize = 32;
 /// Chunk answers lost with their stream (see [`ChunkOutcome::Lost`]) per holder before they
 /// count as transport failures.
@@ -211,13 +211,17 @@ async fn fetch_manifest(
     }
 }
 
-/// Commits verified chunks in small batches until the channel closes; returns how many were new.
+/// Writes verified chunks in small batches until the channel closes, checkpointing as it goes
+/// (see [`BlobStore::checkpoint`]); returns how many were new. The last checkpoint is the
+/// caller's.
 fn write_loop(
     blobs: Arc<BlobStore>,
     id: BlobId,
     mut rx: mpsc::Receiver<VerifiedChunk>,
 ) -> Result<u32, BlobError> {
     let mut written = 0;
+    let mut unsynced = 0u64;
+    let mut last_checkpoint = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH_CHUNKS {
@@ -226,9 +230,15 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        unsynced += batch.iter().map(|c| c.len() as u64).sum::<u64>();
         written += blobs.write_chunks(&id, &batch)?.new_chunks;
         for chunk in batch {
             buffers::give_chunk(chunk.into_data());
+        }
+        if unsynced >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            blobs.checkpoint(&id)?;
+            unsynced = 0;
+            last_checkpoint = Instant::now();
         }
     }
     Ok(written)
@@ -305,7 +315,12 @@ pub(crate) async fn run(
         elapsed_ms: 0,
     };
     if had.is_full() {
-        blocking(move || blobs.remove_wanted(&id)).await?;
+        // Possibly recovered from the file's hashes: durable before it stops being wanted.
+        blocking(move || {
+            blobs.checkpoint(&id)?;
+            blobs.remove_wanted(&id)
+        })
+        .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(report);
     }
@@ -515,8 +530,15 @@ pub(crate) async fn run(
             reason: "writer stopped early".into(),
         });
     }
-    tracing::debug!(target: "mesh::blob", blob = %id.short(), written, "chunks committed");
-    blocking(move || blobs.remove_wanted(&id)).await?;
+    tracing::debug!(target: "mesh::blob", blob = %id.short(), written, "chunks written");
+    // Every chunk is verified and in the file (served from there already). Making it durable
+    // does not hold up the fetch: a crash before this checkpoint is recovered from the file's
+    // hashes on restart, and the blob stays wanted until the checkpoint has committed.
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = blobs.checkpoint(&id).and_then(|_| blobs.remove_wanted(&id)) {
+            tracing::warn!(target: "mesh::blob", blob = %id.short(), error = %e, "final checkpoint failed; the blob is checked again on restart");
+        }
+    });
     report.served_by = sched.served();
     report.dropped = sched
         .dropped()

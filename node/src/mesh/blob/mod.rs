@@ -13,7 +13,7 @@
 //! - [`fetch`]: the async driver of one fetch: discovery, requests, verification, persistence.
 //!
 //! A fetcher announces itself as a provider as soon as it has the manifest and serves every
-//! chunk it has committed, so a blob spreads like a swarm: later fetchers take chunks from
+//! chunk it has written, so a blob spreads like a swarm: later fetchers take chunks from
 //! several holders, and the origin's upload stops being the bottleneck.
 
 pub mod bitfield;

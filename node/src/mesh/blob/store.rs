@@ -2,11 +2,23 @@
 //! (named by the blob id, each chunk at its offset in the blob, written with `pwrite`); redb
 //! keeps the index: manifests by blob id, the bitfield of durable chunks of each incomplete
 //! blob, a completion marker per blob, the list of blobs still wanted (so a restarted node
-//! resumes its fetches) and per-blob allow-lists. A batch of chunks is written to the file and
-//! `fdatasync`ed before the transaction that marks it held commits, so after a crash the index
-//! never claims a chunk that is not on disk. An in-memory bitfield per blob says which chunks
-//! are durable; it is only updated after the commit, so a chunk is never offered to peers
-//! before it is durable.
+//! resumes its fetches) and per-blob allow-lists.
+//!
+//! Durability is decoupled from receiving, as in a BitTorrent client's fast resume:
+//! - [`BlobStore::write_chunks`] writes verified chunks to the file (the page cache) and marks
+//!   them held in memory at once, so they are served to peers and count for the fetch right
+//!   away. It neither syncs nor commits.
+//! - [`BlobStore::checkpoint`] makes what was written durable: it takes the held bitfield,
+//!   `fdatasync`s the file, then commits that bitfield (or the completion marker). The index
+//!   therefore never claims a chunk that is not on disk. Fetches checkpoint every
+//!   [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], and once more after their last chunk.
+//! - Loading an incomplete blob whose file exists re-hashes the chunks the index does not claim
+//!   and keeps those that match the manifest. A node killed (or a machine that lost power)
+//!   between a write and its checkpoint therefore keeps every chunk that reached the file
+//!   intact, and never trusts one that did not.
+//!
+//! On this machine's disk an `fdatasync` per batch of chunks held the store to 330-390 MB/s, below
+//! what the transport delivers; a checkpoint every few hundred megabytes costs next to nothing.
 //!
 //! All calls block on the disk: async code calls them through `spawn_blocking`.
 
@@ -43,6 +55,10 @@ const ACL: Tree<AclRecord> = Tree::new("mesh.blob.acl");
 pub const BLOB_DIR: &str = "blobs";
 /// Open blob files kept (one descriptor each); beyond this an arbitrary one is closed.
 const MAX_OPEN_FILES: usize = 256;
+/// A fetch checkpoints (syncs and commits what it wrote) after this many new bytes...
+pub const CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
+/// ... or after this long, whichever comes first.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CompleteRecord {
@@ -102,10 +118,30 @@ impl VerifiedChunk {
 pub struct BlobState {
     /// The manifest.
     pub manifest: Manifest,
+    /// Chunks written to the file and verified (served to peers).
     have: RwLock<Bitfield>,
+    /// Chunks the index on disk claims (the last checkpoint); its lock serialises checkpoints.
+    durable: Mutex<Bitfield>,
 }
 
 impl BlobState {
+    fn new(manifest: Manifest, have: Bitfield, durable: Bitfield) -> Self {
+        Self {
+            manifest,
+            have: RwLock::new(have),
+            durable: Mutex::new(durable),
+        }
+    }
+
+    /// Whether every chunk written is also durable (nothing for a checkpoint to do).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count()
+            == self.have().count()
+    }
+
     /// Which chunks are stored (committed).
     pub fn have(&self) -> Bitfield {
         self.have
@@ -269,10 +305,8 @@ impl BlobStore {
                 },
             )
         })?;
-        let state = Arc::new(BlobState {
-            have: RwLock::new(Bitfield::full(manifest.chunk_count())),
-            manifest: manifest.clone(),
-        });
+        let full = Bitfield::full(manifest.chunk_count());
+        let state = Arc::new(BlobState::new(manifest.clone(), full.clone(), full));
         self.states
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -354,7 +388,7 @@ impl BlobStore {
         let manifest = Manifest::decode(&bytes)?;
         let n = manifest.chunk_count();
         let file_len = std::fs::metadata(self.path(id)).map(|m| m.len()).ok();
-        let have = if file_len != Some(manifest.len) {
+        let durable = if file_len != Some(manifest.len) {
             // No file (or a damaged one): nothing is held, whatever the index says.
             Bitfield::empty(n)
         } else if self.db.contains(COMPLETE, id.as_bytes())? {
@@ -365,12 +399,43 @@ impl BlobStore {
                 _ => Bitfield::empty(n),
             }
         };
-        let state = Arc::new(BlobState {
-            manifest,
-            have: RwLock::new(have),
-        });
+        let mut have = durable.clone();
+        if file_len == Some(manifest.len) && !have.is_full() {
+            self.recover_written(id, &manifest, &mut have)?;
+        }
+        let state = Arc::new(BlobState::new(manifest, have, durable));
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(Some(states.entry(*id).or_insert(state).clone()))
+    }
+
+    /// Adds to `have` the chunks of `id`'s file that the index does not claim but that hash to
+    /// the manifest: written before a crash, not yet checkpointed.
+    fn recover_written(
+        &self,
+        id: &BlobId,
+        manifest: &Manifest,
+        have: &mut Bitfield,
+    ) -> Result<(), BlobError> {
+        let file = self.file(id, None)?;
+        let mut buf = Vec::new();
+        let mut recovered = 0u32;
+        for index in 0..manifest.chunk_count() {
+            if have.get(index) {
+                continue;
+            }
+            let r = manifest.chunk_range(index);
+            buf.resize((r.end - r.start) as usize, 0);
+            file.read_exact_at(&mut buf, r.start)
+                .map_err(|e| file_err(&self.path(id), e))?;
+            if manifest.verify_chunk(index, &buf).is_ok() {
+                have.set(index);
+                recovered += 1;
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(target: "mesh::blob", blob = %id.short(), recovered, "chunks written before a restart recovered by their hashes");
+        }
+        Ok(())
     }
 
     /// The state of `id` if it is already in memory (never touches the disk: for the event loop).
@@ -409,20 +474,16 @@ impl BlobStore {
         Ok(Some(data))
     }
 
-    /// Commits verified chunks of `id` in one transaction, marking the blob complete when the
-    /// last one lands; peers are offered them only after the commit.
+    /// Writes verified chunks of `id` to its file and marks them held: they are served and read
+    /// back from here on, and become durable at the next [`Self::checkpoint`].
     pub fn write_chunks(
         &self,
         id: &BlobId,
         chunks: &[VerifiedChunk],
     ) -> Result<WriteOutcome, BlobError> {
         let state = self.state(id)?.ok_or(BlobError::UnknownBlob(*id))?;
-        let mut have = state.have();
+        let have = state.have();
         let fresh: Vec<&VerifiedChunk> = chunks.iter().filter(|c| !have.get(c.index)).collect();
-        for c in &fresh {
-            have.set(c.index);
-        }
-        let complete = have.is_full();
         if !fresh.is_empty() {
             let file = self.file(id, Some(state.manifest.len))?;
             let path = self.path(id);
@@ -431,33 +492,67 @@ impl BlobStore {
                 file.write_all_at(&c.data, r.start)
                     .map_err(|e| file_err(&path, e))?;
             }
-            // Durable before the index says so.
-            file.sync_data().map_err(|e| file_err(&path, e))?;
-            self.db.write(|b| {
-                if complete {
-                    b.remove(HAVE, id.as_bytes())?;
-                    b.put(
-                        COMPLETE,
-                        id.as_bytes(),
-                        &CompleteRecord {
-                            len: state.manifest.len,
-                            completed_unix: unix_now(),
-                        },
-                    )?;
-                } else {
-                    b.put(HAVE, id.as_bytes(), &have)?;
-                }
-                Ok(())
-            })?;
-            let mut shared = state.have.write().unwrap_or_else(PoisonError::into_inner);
-            for c in &fresh {
-                shared.set(c.index);
-            }
         }
+        // Set only after the bytes are in the file, so nothing is served before it is there.
+        let mut shared = state.have.write().unwrap_or_else(PoisonError::into_inner);
+        let new_chunks = fresh.iter().filter(|c| shared.set(c.index)).count() as u32;
         Ok(WriteOutcome {
-            new_chunks: fresh.len() as u32,
-            complete,
+            new_chunks,
+            complete: shared.is_full(),
         })
+    }
+
+    /// Makes the chunks of `id` written so far durable: syncs the file, then commits the held
+    /// bitfield (the completion marker once all are held). Returns whether there was anything
+    /// to do.
+    pub fn checkpoint(&self, id: &BlobId) -> Result<bool, BlobError> {
+        let Some(state) = self.cached_state(id) else {
+            return Ok(false);
+        };
+        let mut durable = state.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        // Taken before the sync: a chunk written after it is claimed by the next checkpoint.
+        let have = state.have();
+        if have.count() == durable.count() {
+            return Ok(false);
+        }
+        let path = self.path(id);
+        self.file(id, None)?
+            .sync_data()
+            .map_err(|e| file_err(&path, e))?;
+        self.db.write(|b| {
+            if have.is_full() {
+                b.remove(HAVE, id.as_bytes())?;
+                b.put(
+                    COMPLETE,
+                    id.as_bytes(),
+                    &CompleteRecord {
+                        len: state.manifest.len,
+                        completed_unix: unix_now(),
+                    },
+                )
+            } else {
+                b.put(HAVE, id.as_bytes(), &have)
+            }
+        })?;
+        *durable = have;
+        Ok(true)
+    }
+
+    /// Checkpoints every blob with chunks written since its last checkpoint (a clean shutdown).
+    pub fn checkpoint_all(&self) -> Result<u32, BlobError> {
+        let ids: Vec<BlobId> = self
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, s)| !s.is_durable())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut synced = 0;
+        for id in ids {
+            synced += u32::from(self.checkpoint(&id)?);
+        }
+        Ok(synced)
     }
 
     /// The whole blob, if complete (for small blobs and tests; the API streams chunk by chunk).
@@ -647,6 +742,67 @@ mod tests {
         let out = s.write_chunks(&id, &[chunk(1)]).unwrap();
         assert!(out.complete);
         assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
+    }
+
+    #[test]
+    fn checkpoints_make_writes_durable_and_a_restart_recovers_the_rest_by_their_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(4 * crate::mesh::blob::CHUNK_BYTES);
+        let m = Manifest::for_bytes(&d);
+        let id = m.id().unwrap();
+        let chunk = |i: u32| {
+            let r = m.chunk_range(i);
+            VerifiedChunk::check(&m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
+        };
+        {
+            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
+            s.write_chunks(&id, &[chunk(0), chunk(1)]).unwrap();
+            assert!(s.state(&id).unwrap().unwrap().has(1), "held once written");
+            assert!(s.checkpoint(&id).unwrap());
+            assert!(!s.checkpoint(&id).unwrap(), "nothing new to sync");
+            let out = s.write_chunks(&id, &[chunk(2), chunk(3)]).unwrap();
+            assert!(out.complete);
+            assert!(!s.state(&id).unwrap().unwrap().is_durable());
+            // A crash before the next checkpoint, with chunk 3 torn on the way to the disk.
+            s.corrupt_chunk(&id, 3).unwrap();
+        }
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let st = s.state(&id).unwrap().unwrap();
+        assert_eq!(
+            st.have().ones().collect::<Vec<_>>(),
+            vec![0, 1, 2],
+            "chunk 2 recovered by its hash, the torn one not"
+        );
+        assert!(
+            !st.is_durable(),
+            "the index still claims only the checkpointed two"
+        );
+        assert!(s.read_chunk(&id, 3).unwrap().is_none());
+        assert_eq!(s.complete_count().unwrap(), 0);
+        assert!(s.write_chunks(&id, &[chunk(3)]).unwrap().complete);
+        assert!(s.checkpoint(&id).unwrap());
+        assert_eq!(s.complete_count().unwrap(), 1);
+        drop(s);
+        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        assert!(s.is_complete(&id).unwrap());
+        assert!(s.state(&id).unwrap().unwrap().is_durable());
+        assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
+    }
+
+    #[test]
+    fn checkpoint_all_syncs_only_blobs_with_new_writes() {
+        let (_d, s) = open();
+        s.put(&data(100)).unwrap();
+        let d = data(2 * crate::mesh::blob::CHUNK_BYTES);
+        let m = Manifest::for_bytes(&d);
+        let id = m.id().unwrap();
+        s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
+        assert_eq!(s.checkpoint_all().unwrap(), 0);
+        let c = VerifiedChunk::check(&m, 1, d[crate::mesh::blob::CHUNK_BYTES..].to_vec()).unwrap();
+        s.write_chunks(&id, &[c]).unwrap();
+        assert_eq!(s.checkpoint_all().unwrap(), 1);
+        assert_eq!(s.checkpoint_all().unwrap(), 0);
     }
 
     #[test]
