@@ -5,11 +5,15 @@
 //! symbols are what a profile of the QUIC runs shows). The ceiling is ring's ChaCha20-Poly1305
 //! sealing the same bytes in 64 KiB records on one core.
 //!
-//! Also measured, to show where the time goes: BLAKE3 chunk hashing, chunk store writes (file,
-//! fdatasync, redb index), libp2p alone (request-response with 1 MiB responses, and one raw
+//! Also measured, to show where the time goes: both ends' cipher on one core (seal + open),
+//! BLAKE3 chunk hashing, file writes and reads through the page cache, chunk store writes (file
+//! writes, then one checkpoint: fdatasync and the redb index), libp2p alone (request-response with 1 MiB responses, and one raw
 //! stream with 1 MiB writes; the TCP stream also with `libp2p-yamux` instead of `mesh::mux`,
 //! and with stock libp2p), and the old request-response pipeline (chunk requests answered
 //! from the store, nothing verified or written by the fetcher).
+//!
+//! From these it prints a floor: what any verified, stored fetch with both peers on this machine
+//! costs per byte at least, and the rate the machine's cores could reach doing only that.
 //!
 //! Run: `cargo bench --bench mesh`. Env: `QM_BENCH_MIB` (default 128), `QM_BENCH_RUNS`
 //! (default 3; the best run of each measurement is reported), `QM_BENCH_DEPTH` (chunk requests
@@ -135,6 +139,58 @@ fn seal(data: &[u8], record: usize) -> Duration {
     start.elapsed()
 }
 
+/// Seals and opens `data` in 64 KiB records on one core: the cipher work both ends of a link do
+/// for the same bytes.
+fn seal_open(data: &[u8]) -> Duration {
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &[7u8; 32]).expect("key"),
+    );
+    let mut buf = vec![0u8; NOISE_RECORD + 16];
+    let start = Instant::now();
+    for (n, chunk) in data.chunks(NOISE_RECORD).enumerate() {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&(n as u64).to_le_bytes());
+        let len = chunk.len();
+        buf[..len].copy_from_slice(chunk);
+        let tag = key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut buf[..len],
+            )
+            .expect("seal");
+        buf[len..len + 16].copy_from_slice(tag.as_ref());
+        let plain = key
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut buf[..len + 16],
+            )
+            .expect("open");
+        std::hint::black_box(plain);
+    }
+    start.elapsed()
+}
+
+/// Writes `data` to a fresh file in 1 MiB `pwrite`s and reads it back in 1 MiB `pread`s (page
+/// cache, no sync): what a fetcher's write and a holder's read of a chunk cost at least.
+fn file_write_read(data: &[u8]) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = std::fs::File::create_new(dir.path().join("blob")).expect("file");
+    let mut buf = vec![0u8; MIB];
+    let start = Instant::now();
+    for (i, chunk) in data.chunks(MIB).enumerate() {
+        file.write_all_at(chunk, (i * MIB) as u64).expect("write");
+    }
+    for (i, chunk) in data.chunks(MIB).enumerate() {
+        let buf = &mut buf[..chunk.len()];
+        file.read_exact_at(buf, (i * MIB) as u64).expect("read");
+        std::hint::black_box(buf);
+    }
+    start.elapsed()
+}
+
 fn hash_chunks(data: &[u8]) -> Duration {
     let start = Instant::now();
     for c in data.chunks(MIB) {
@@ -143,8 +199,8 @@ fn hash_chunks(data: &[u8]) -> Duration {
     start.elapsed()
 }
 
-/// Stores every chunk of `data` in a fresh store, 8 per batch (file write, fdatasync, redb
-/// index commit).
+/// Stores every chunk of `data` in a fresh store as a fetch does: written 8 per batch, then one
+/// checkpoint (fdatasync, redb index commit).
 fn store_writes(data: &[u8]) -> Duration {
     let dir = tempfile::tempdir().expect("dir");
     let store = BlobStore::open(Db::open_dir(dir.path()).expect("db")).expect("store");
@@ -164,6 +220,7 @@ fn store_writes(data: &[u8]) -> Duration {
     for batch in chunks.chunks(8) {
         store.write_chunks(&id, batch).expect("write");
     }
+    store.checkpoint(&id).expect("checkpoint");
     start.elapsed()
 }
 
@@ -581,6 +638,8 @@ async fn raw_stream(wire: Wire, total: usize, streams: usize) -> Duration {
 struct Link {
     pipeline: Timed,
     fetch: Timed,
+    /// The fetch until its chunks are durable (its final checkpoint done).
+    durable: Timed,
 }
 
 async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link {
@@ -595,6 +654,7 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
     let boot = origin.p2p_addrs();
     let mut best_pipe = Timed::SKIPPED;
     let mut best_fetch = Timed::SKIPPED;
+    let mut best_durable = Timed::SKIPPED;
     for run in 0..runs {
         let fdir = tempfile::tempdir().expect("dir");
         let fetcher = node(fdir.path(), listen, boot.clone()).await;
@@ -623,11 +683,23 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
         let cpu = cpu_now().saturating_sub(c0);
         assert_eq!(report.chunks_fetched, m.chunk_count());
         best_fetch = best_fetch.min(Timed { wall: d, cpu });
+        // The fetch's own final checkpoint runs in the background; this one waits for it.
+        let blobs = fetcher.client.blobs().clone();
+        tokio::task::spawn_blocking(move || blobs.checkpoint(&id))
+            .await
+            .expect("checkpoint task")
+            .expect("checkpoint");
+        let durable = Timed {
+            wall: start.elapsed(),
+            cpu: cpu_now().saturating_sub(c0),
+        };
+        best_durable = best_durable.min(durable);
         eprintln!(
-            "  {name} run {run}: pipeline {:.0} MB/s, fetch {:.0} MB/s ({:.2} CPU ns/B)",
+            "  {name} run {run}: pipeline {:.0} MB/s, fetch {:.0} MB/s ({:.2} CPU ns/B), durable after {:.0} ms",
             mbps(bytes, best_pipe.wall),
             mbps(blob.len(), d),
-            cpu.as_nanos() as f64 / blob.len() as f64
+            cpu.as_nanos() as f64 / blob.len() as f64,
+            durable.wall.as_secs_f64() * 1e3
         );
         fetcher.shutdown().await;
     }
@@ -635,6 +707,7 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
     Link {
         pipeline: best_pipe,
         fetch: best_fetch,
+        durable: best_durable,
     }
 }
 
@@ -697,9 +770,10 @@ fn main() {
             ))
         });
         println!(
-            "blob fetch over TCP: {:.0} MB/s, {:.2} CPU ns/B",
+            "blob fetch over TCP: {:.0} MB/s, {:.2} CPU ns/B; until durable {:.0} MB/s",
             mbps(len, l.fetch.wall),
-            l.fetch.cpu.as_nanos() as f64 / len as f64
+            l.fetch.cpu.as_nanos() as f64 / len as f64,
+            mbps(len, l.durable.wall)
         );
         return;
     }
@@ -745,8 +819,10 @@ fn main() {
     // Baselines, all in this run.
     let seal_noise = best(runs, || seal(&blob, NOISE_RECORD));
     let seal_quic = best(runs, || seal(&blob, QUIC_RECORD));
+    let both_ends = best(runs, || seal_open(&blob));
     let hashing = best(runs, || hash_chunks(&blob));
     let writes = best(runs, || store_writes(&blob));
+    let file_io = best(runs, || file_write_read(&blob));
     let tcp = best_async(&rt, runs, || tcp_copy(blob.clone()));
     let raw_tcp = best_async(&rt, runs, || raw_transport(false, len, depth));
     let raw_quic = best_async(&rt, runs, || raw_transport(true, len, depth));
@@ -758,6 +834,7 @@ fn main() {
             Link {
                 pipeline: Timed::SKIPPED,
                 fetch: Timed::SKIPPED,
+                durable: Timed::SKIPPED,
             }
         }
     };
@@ -790,10 +867,18 @@ fn main() {
         "ChaCha20-Poly1305 seal, 1400 B records (QUIC packets)",
         seal_quic,
     );
+    row(
+        "ChaCha20-Poly1305 seal + open, 64 KiB records, one core",
+        both_ends,
+    );
     row("plain TCP copy", tcp);
     row("BLAKE3 of 1 MiB chunks", hashing);
     row(
-        "chunk store: 8 chunks a batch, pwrite + fdatasync + redb index",
+        "file pwrite, then pread back, 1 MiB at a time (page cache)",
+        file_io,
+    );
+    row(
+        "chunk store: pwrite 8 chunks a batch, one checkpoint (fdatasync+index)",
         writes,
     );
     row("libp2p request-response alone, TCP+Noise+Yamux", raw_tcp);
@@ -829,13 +914,36 @@ fn main() {
             "request-response chunk requests from the store (no verify/store)",
             l.pipeline,
         );
-        row("blob fetch over chunk streams (verify + store)", l.fetch);
+        row("blob fetch over chunk streams (verify + write)", l.fetch);
+        row(
+            "the same until durable (its final checkpoint done)",
+            l.durable,
+        );
         println!(
             "  {:<58} {:>12.2}x",
             "blob fetch vs plain TCP copy",
             mbps(len, l.fetch.wall) / mbps(len, tcp.wall)
         );
     }
+    // What no fetch on this machine avoids, both peers sharing its cores: both ends' cipher,
+    // the BLAKE3 check, the kernel's loopback copies, the fetcher's file write and the
+    // holder's read (single-threaded work by wall time, the TCP copy's two threads by CPU time).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let ns = |d: Duration| d.as_nanos() as f64 / len as f64;
+    let floor_ns = ns(both_ends.wall + hashing.wall + tcp.cpu);
+    let floor_mbps = cores / floor_ns * 1e3;
+    let store_floor_ns = floor_ns + ns(file_io.wall);
+    let store_floor_mbps = cores / store_floor_ns * 1e3;
+    println!(
+        "floor: cipher both ends + BLAKE3 + plain TCP copy = {floor_ns:.2} CPU ns/B; {cores} cores doing only that: {floor_mbps:.0} MB/s = {:.2}x the ceiling",
+        floor_mbps / ceiling
+    );
+    println!(
+        "floor with the file write and read: {store_floor_ns:.2} CPU ns/B; {cores} cores doing only that: {store_floor_mbps:.0} MB/s = {:.2}x the ceiling",
+        store_floor_mbps / ceiling
+    );
     let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch).wall);
     println!(
         "faster transport: blob fetch at {:.2}x the cipher ceiling (target >= 0.5x)",
