@@ -688,6 +688,20 @@ mod tests {
         (0..len).map(|i| (i * 31 % 253) as u8).collect()
     }
 
+    /// A blob of `chunks` whole chunks, its manifest and its id.
+    fn chunked(chunks: usize) -> (Vec<u8>, Manifest, BlobId) {
+        let d = data(chunks * crate::mesh::blob::CHUNK_BYTES);
+        let m = Manifest::for_bytes(&d);
+        let id = m.id().unwrap();
+        (d, m, id)
+    }
+
+    /// Chunk `i` of `d`, checked against `m`.
+    fn verified(m: &Manifest, d: &[u8], i: u32) -> VerifiedChunk {
+        let r = m.chunk_range(i);
+        VerifiedChunk::check(m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_dir(dir.path()).unwrap();
@@ -713,13 +727,8 @@ mod tests {
     #[test]
     fn partial_blob_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let d = data(3 * crate::mesh::blob::CHUNK_BYTES);
-        let m = Manifest::for_bytes(&d);
-        let id = m.id().unwrap();
-        let chunk = |i: u32| {
-            let r = m.chunk_range(i);
-            VerifiedChunk::check(&m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
-        };
+        let (d, m, id) = chunked(3);
+        let chunk = |i| verified(&m, &d, i);
         {
             let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
             s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
@@ -747,13 +756,8 @@ mod tests {
     #[test]
     fn checkpoints_make_writes_durable_and_a_restart_recovers_the_rest_by_their_hashes() {
         let dir = tempfile::tempdir().unwrap();
-        let d = data(4 * crate::mesh::blob::CHUNK_BYTES);
-        let m = Manifest::for_bytes(&d);
-        let id = m.id().unwrap();
-        let chunk = |i: u32| {
-            let r = m.chunk_range(i);
-            VerifiedChunk::check(&m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
-        };
+        let (d, m, id) = chunked(4);
+        let chunk = |i| verified(&m, &d, i);
         {
             let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
             s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
@@ -794,13 +798,10 @@ mod tests {
     fn checkpoint_all_syncs_only_blobs_with_new_writes() {
         let (_d, s) = open();
         s.put(&data(100)).unwrap();
-        let d = data(2 * crate::mesh::blob::CHUNK_BYTES);
-        let m = Manifest::for_bytes(&d);
-        let id = m.id().unwrap();
+        let (d, m, id) = chunked(2);
         s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
         assert_eq!(s.checkpoint_all().unwrap(), 0);
-        let c = VerifiedChunk::check(&m, 1, d[crate::mesh::blob::CHUNK_BYTES..].to_vec()).unwrap();
-        s.write_chunks(&id, &[c]).unwrap();
+        s.write_chunks(&id, &[verified(&m, &d, 1)]).unwrap();
         assert_eq!(s.checkpoint_all().unwrap(), 1);
         assert_eq!(s.checkpoint_all().unwrap(), 0);
     }
