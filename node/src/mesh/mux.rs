@@ -22,12 +22,13 @@
 mod conn;
 mod frame;
 mod recv_buf;
+mod shared;
 mod wakers;
 
 use std::{
     io,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -41,6 +42,7 @@ pub use conn::{FRAME_BODY, read_path_bytes};
 use conn::{Inner, Mode};
 #[cfg(test)]
 use frame::HEADER_LEN;
+use shared::Shared;
 
 /// The muxer upgrade for TCP connections (after Noise).
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,22 +83,17 @@ where
     }
 }
 
-type Shared<C> = Arc<Mutex<Inner<C>>>;
-
-fn lock<C>(shared: &Shared<C>) -> MutexGuard<'_, Inner<C>> {
-    // A panic under the lock leaves the state as consistent as any error would.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
+type Conn<C> = Arc<Shared<Inner<C>>>;
 
 /// A Yamux connection as libp2p's [`StreamMuxer`].
 pub struct Muxer<C> {
-    shared: Shared<C>,
+    shared: Conn<C>,
 }
 
 impl<C> Muxer<C> {
     fn new(io: C, mode: Mode) -> Self {
         Self {
-            shared: Arc::new(Mutex::new(Inner::new(io, mode))),
+            shared: Arc::new(Shared::new(Inner::new(io, mode))),
         }
     }
 
@@ -119,7 +116,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        let id = futures::ready!(lock(&self.shared).poll_inbound(cx))?;
+        let id = futures::ready!(futures::ready!(self.shared.poll_lock(cx)).poll_inbound(cx))?;
         Poll::Ready(Ok(self.stream(id)))
     }
 
@@ -127,19 +124,21 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        let id = futures::ready!(lock(&self.shared).poll_open(cx))?;
+        let id = futures::ready!(futures::ready!(self.shared.poll_lock(cx)).poll_open(cx))?;
         Poll::Ready(Ok(self.stream(id)))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        lock(&self.shared).poll_close(cx).map_err(MuxError)
+        futures::ready!(self.shared.poll_lock(cx))
+            .poll_close(cx)
+            .map_err(MuxError)
     }
 
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        lock(&self.shared).poll_drive(cx)?;
+        futures::ready!(self.shared.poll_lock(cx)).poll_drive(cx)?;
         Poll::Pending
     }
 }
@@ -147,7 +146,7 @@ where
 /// A Yamux stream.
 pub struct Stream<C> {
     id: u32,
-    shared: Shared<C>,
+    shared: Conn<C>,
 }
 
 impl<C> std::fmt::Debug for Stream<C> {
@@ -162,7 +161,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<C> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        lock(&self.shared).poll_read_stream(cx, self.id, buf)
+        futures::ready!(self.shared.poll_lock(cx)).poll_read_stream(cx, self.id, buf)
     }
 }
 
@@ -172,21 +171,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<C> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        lock(&self.shared).poll_write_stream(cx, self.id, buf)
+        futures::ready!(self.shared.poll_lock(cx)).poll_write_stream(cx, self.id, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        lock(&self.shared).poll_flush_stream(cx)
+        futures::ready!(self.shared.poll_lock(cx)).poll_flush_stream(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        lock(&self.shared).poll_close_stream(cx, self.id)
+        futures::ready!(self.shared.poll_lock(cx)).poll_close_stream(cx, self.id)
     }
 }
 
 impl<C> Drop for Stream<C> {
     fn drop(&mut self) {
-        lock(&self.shared).drop_stream(self.id);
+        self.shared.lock().drop_stream(self.id);
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! There is no connection task of its own: whoever polls (a stream's reader or writer, or
 //! libp2p's connection task through the muxer) reads and writes the connection under the lock.
+//! A task that finds the lock taken waits as a task, not on its thread (`super::shared`).
 //! That is what saves the copies: a reader whose stream's data is next on the connection reads
 //! it straight from the Noise session into its own buffer, and a writer's bytes go straight
 //! into the Noise record. Data for a stream whose reader is not the one polling is kept in that
