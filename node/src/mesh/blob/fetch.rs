@@ -2,8 +2,8 @@
 //! manifest, then loop: ask the [`Scheduler`] what to request, send chunk requests down one
 //! [`ChunkPipe`] per holder (which verifies each chunk against the manifest in its own task)
 //! and hand verified chunks to a writer thread that writes them to the blob's file and
-//! checkpoints now and then (so a killed node keeps what it had), until every chunk is stored. Holders that serve bad data are dropped and
-//! the fetch continues from the others.
+//! checkpoints now and then (so a killed node keeps what it had), until every chunk is stored.
+//! Holders that serve bad data are dropped and the fetch continues from the others.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
