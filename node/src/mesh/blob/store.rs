@@ -142,7 +142,7 @@ impl BlobState {
             == self.have().count()
     }
 
-    /// Which chunks are stored (committed).
+    /// Which chunks are stored (written to the file; durable or not yet).
     pub fn have(&self) -> Bitfield {
         self.have
             .read()
@@ -702,6 +702,11 @@ mod tests {
         VerifiedChunk::check(m, i, d[r.start as usize..r.end as usize].to_vec()).unwrap()
     }
 
+    /// The store of the data dir `dir` (opened again after a "restart").
+    fn store_in(dir: &tempfile::TempDir) -> BlobStore {
+        BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open_dir(dir.path()).unwrap();
@@ -730,7 +735,7 @@ mod tests {
         let (d, m, id) = chunked(3);
         let chunk = |i| verified(&m, &d, i);
         {
-            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let s = store_in(&dir);
             s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
             s.add_wanted(&id).unwrap();
             let out = s.write_chunks(&id, &[chunk(0), chunk(2)]).unwrap();
@@ -743,7 +748,7 @@ mod tests {
             );
             assert_eq!(s.write_chunks(&id, &[chunk(0)]).unwrap().new_chunks, 0);
         }
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         let st = s.state(&id).unwrap().unwrap();
         assert_eq!(st.have().ones().collect::<Vec<_>>(), vec![0, 2]);
         assert_eq!(s.wanted().unwrap(), vec![id]);
@@ -759,7 +764,7 @@ mod tests {
         let (d, m, id) = chunked(4);
         let chunk = |i| verified(&m, &d, i);
         {
-            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let s = store_in(&dir);
             s.insert_manifest(&id, &m.encode().unwrap()).unwrap();
             s.write_chunks(&id, &[chunk(0), chunk(1)]).unwrap();
             assert!(s.state(&id).unwrap().unwrap().has(1), "held once written");
@@ -771,7 +776,7 @@ mod tests {
             // A crash before the next checkpoint, with chunk 3 torn on the way to the disk.
             s.corrupt_chunk(&id, 3).unwrap();
         }
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         let st = s.state(&id).unwrap().unwrap();
         assert_eq!(
             st.have().ones().collect::<Vec<_>>(),
@@ -788,7 +793,7 @@ mod tests {
         assert!(s.checkpoint(&id).unwrap());
         assert_eq!(s.complete_count().unwrap(), 1);
         drop(s);
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         assert!(s.is_complete(&id).unwrap());
         assert!(s.state(&id).unwrap().unwrap().is_durable());
         assert_eq!(s.read_all(&id).unwrap().unwrap(), d);
@@ -811,7 +816,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = data(2 * crate::mesh::blob::CHUNK_BYTES + 5);
         let id = {
-            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let s = store_in(&dir);
             let id = s.put(&d).unwrap().id().unwrap();
             let path = s.path(&id);
             assert_eq!(std::fs::read(&path).unwrap(), d, "the file is the blob");
@@ -820,7 +825,7 @@ mod tests {
             std::fs::remove_file(path).unwrap();
             id
         };
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         let st = s.state(&id).unwrap().unwrap();
         assert_eq!(st.have().count(), 0, "index without a file claims nothing");
         assert!(s.read_chunk(&id, 0).unwrap().is_none());
@@ -844,14 +849,14 @@ mod tests {
         let friend = PeerId::random();
         let stranger = PeerId::random();
         {
-            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let s = store_in(&dir);
             assert!(s.is_allowed(&id, &stranger));
             s.set_acl(&id, Some([friend].into_iter().collect()))
                 .unwrap();
             assert!(s.is_allowed(&id, &friend));
             assert!(!s.is_allowed(&id, &stranger));
         }
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         assert!(!s.is_allowed(&id, &stranger));
         s.set_acl(&id, None).unwrap();
         assert!(s.is_allowed(&id, &stranger));
@@ -862,7 +867,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let peer = PeerId::random();
         let id = {
-            let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+            let s = store_in(&dir);
             let id = s.put_private(&data(3000)).unwrap().id().unwrap();
             assert!(!s.is_allowed(&id, &peer), "nobody until shared");
             s.set_acl(&id, Some([peer].into_iter().collect())).unwrap();
@@ -871,14 +876,14 @@ mod tests {
             assert!(s.is_allowed(&id, &peer), "still shared");
             id
         };
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         assert!(s.is_allowed(&id, &peer));
         assert!(!s.is_allowed(&id, &PeerId::random()));
         let public = s.put(&data(10)).unwrap().id().unwrap();
         assert!(s.is_allowed(&public, &peer));
         let private = s.put_private(&data(11)).unwrap().id().unwrap();
         drop(s);
-        let s = BlobStore::open(Db::open_dir(dir.path()).unwrap()).unwrap();
+        let s = store_in(&dir);
         assert!(
             !s.is_allowed(&private, &peer),
             "the empty list is persisted"

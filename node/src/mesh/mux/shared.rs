@@ -59,7 +59,8 @@ impl<T> Shared<T> {
                 waiting.push(cx.waker().clone());
             }
         }
-        // Released between the first try and the registration: nobody would wake us.
+        // Released between the first try and the registration: nobody would wake us. (Got it
+        // now, the registration stays and costs one spurious wake-up at the next release.)
         self.try_lock().map_or(Poll::Pending, Poll::Ready)
     }
 
@@ -148,21 +149,25 @@ mod tests {
     #[test]
     fn contending_threads_all_get_the_lock() {
         let shared = Arc::new(Shared::new(0u64));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let shared = shared.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..10_000 {
-                        let mut g = futures::executor::block_on(futures::future::poll_fn(|cx| {
-                            shared.poll_lock(cx)
-                        }));
-                        *g += 1;
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("thread");
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let shared = shared.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10_000 {
+                    let mut g = futures::executor::block_on(futures::future::poll_fn(|cx| {
+                        shared.poll_lock(cx)
+                    }));
+                    *g += 1;
+                }
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..4 {
+            // A lost wake-up leaves a thread parked for good: fail instead of hanging.
+            finished
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("a thread waited for a release it was never told of");
         }
         assert_eq!(*shared.lock(), 40_000);
     }

@@ -271,6 +271,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LargestWrite<T> {
 }
 
 /// Drives a muxer's connection on a task of its own until it fails or closes.
+/// Opens a stream on `m`.
+async fn open<M: StreamMuxer + Unpin>(m: &mut M) -> M::Substream
+where
+    M::Error: std::fmt::Debug,
+{
+    poll_fn(|cx| m.poll_outbound_unpin(cx))
+        .await
+        .expect("outbound stream")
+}
+
+/// Takes the next stream the remote opened on `m`.
+async fn accept<M: StreamMuxer + Unpin>(m: &mut M) -> M::Substream
+where
+    M::Error: std::fmt::Debug,
+{
+    poll_fn(|cx| m.poll_inbound_unpin(cx))
+        .await
+        .expect("inbound stream")
+}
+
 fn drive<M>(mut m: M)
 where
     M: StreamMuxer + Unpin + Send + 'static,
@@ -298,9 +318,7 @@ async fn bulk_data_goes_in_frames_of_one_noise_record() {
         .expect("theirs");
 
     let data = random_bytes(4 << 20, 7);
-    let mut out = poll_fn(|cx| ours.poll_outbound_unpin(cx))
-        .await
-        .expect("outbound stream");
+    let mut out = open(&mut ours).await;
     drive(ours);
     let sent = data.clone();
     let writer = tokio::spawn(async move {
@@ -308,9 +326,7 @@ async fn bulk_data_goes_in_frames_of_one_noise_record() {
         out.close().await.expect("close");
     });
     let got = tokio::time::timeout(LIMIT, async {
-        let mut s = poll_fn(|cx| theirs.poll_inbound_unpin(cx))
-            .await
-            .expect("inbound stream");
+        let mut s = accept(&mut theirs).await;
         drive(theirs);
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.expect("read");
@@ -488,19 +504,11 @@ async fn a_reader_that_stops_waiting_does_not_stall_other_streams() {
         .upgrade_inbound(listener, "/yamux/1.0.0")
         .await
         .expect("listener");
-    let mut a_out = poll_fn(|cx| dialer.poll_outbound_unpin(cx))
-        .await
-        .expect("a");
-    let mut b_out = poll_fn(|cx| dialer.poll_outbound_unpin(cx))
-        .await
-        .expect("b");
+    let mut a_out = open(&mut dialer).await;
+    let mut b_out = open(&mut dialer).await;
     drive(dialer);
-    let mut a_in = poll_fn(|cx| listener.poll_inbound_unpin(cx))
-        .await
-        .expect("a in");
-    let mut b_in = poll_fn(|cx| listener.poll_inbound_unpin(cx))
-        .await
-        .expect("b in");
+    let mut a_in = accept(&mut listener).await;
+    let mut b_in = accept(&mut listener).await;
     drive(listener);
 
     // A's reader waits, then gives up without dropping its stream.
