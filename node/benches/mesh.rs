@@ -1,9 +1,10 @@
 //! Link benchmark of the mesh: one blob over one loopback link, TCP+Noise+Yamux and QUIC,
 //! against a plain TCP copy of the same bytes and against the encryption ceiling, all measured
-//! in this run. Both transports use ChaCha20-Poly1305: TCP's Noise (`mesh::noise`) seals with
-//! ring, QUIC's TLS 1.3 (libp2p-tls puts TLS_CHACHA20_POLY1305_SHA256 first) with aws-lc (its
-//! symbols are what a profile of the QUIC runs shows). The ceiling is ring's ChaCha20-Poly1305
-//! sealing the same bytes in 64 KiB records on one core.
+//! in this run. Both transports use aws-lc's ChaCha20-Poly1305: TCP's Noise (`mesh::noise`),
+//! and QUIC's TLS 1.3 (libp2p-tls puts TLS_CHACHA20_POLY1305_SHA256 first; aws-lc's symbols
+//! are what a profile of the QUIC runs shows). The ceiling is that cipher sealing the same
+//! bytes in 64 KiB records on one core: the faster of sealing them where they lie and sealing
+//! them into a record buffer as `mesh::noise` does.
 //!
 //! Also measured, to show where the time goes: both ends' cipher on one core (seal + open),
 //! BLAKE3 chunk hashing, file writes and reads through the page cache, chunk store writes
@@ -18,7 +19,9 @@
 //!
 //! Run: `cargo bench --bench mesh`. Env: `QM_BENCH_MIB` (default 128), `QM_BENCH_RUNS`
 //! (default 3; the best run of each measurement is reported), `QM_BENCH_DEPTH` (chunk requests
-//! in flight, default 4, as a node fetches), `QM_BENCH_ONLY` (`tcp` or `quic`: one transport).
+//! in flight, default 4, as a node fetches), `QM_BENCH_ONLY` (`tcp` or `quic`: one transport;
+//! `fetch-tcp` or `stream-tcp`: that alone, for profiling), `QM_BENCH_PIPELINE=0` (no
+//! request-response pipeline in the link runs).
 //! Node data dirs go to `$TMPDIR` (redb commits on a disk cost more than on tmpfs).
 
 use std::{
@@ -26,6 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aws_lc_rs::aead;
 use futures::StreamExt;
 use quackmesh::{
     config::NodeConfig,
@@ -34,7 +38,6 @@ use quackmesh::{
     node::{Node, NodeHandle},
     store::Db,
 };
-use ring::aead;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
@@ -114,47 +117,71 @@ fn best<F: FnMut() -> Duration>(runs: usize, mut f: F) -> Timed {
         .unwrap_or(Timed::SKIPPED)
 }
 
-/// Seals `data` in records of `record` bytes with ring's ChaCha20-Poly1305 on one core, and
-/// with `open` opens each record again (the cipher work both ends of a link do).
-fn cipher(data: &[u8], record: usize, open: bool) -> Duration {
-    let key = aead::LessSafeKey::new(
+fn cipher_key() -> aead::LessSafeKey {
+    aead::LessSafeKey::new(
         aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &[7u8; 32]).expect("key"),
-    );
-    let mut buf = vec![0u8; record + aead::MAX_TAG_LEN];
+    )
+}
+
+/// Noise's nonce for record `n`.
+fn nonce(n: usize) -> aead::Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&(n as u64).to_le_bytes());
+    aead::Nonce::assume_unique_for_key(b)
+}
+
+/// Seals `buf` where it lies in records of `record` bytes, on one core, with the transport's
+/// cipher (aws-lc's ChaCha20-Poly1305, as `mesh::noise` and QUIC's TLS use it): the cipher
+/// alone.
+fn seal_in_place(buf: &mut [u8], record: usize) -> Duration {
+    let key = cipher_key();
     let start = Instant::now();
-    for (n, chunk) in data.chunks(record).enumerate() {
-        let mut nonce = [0u8; 12];
-        nonce[4..].copy_from_slice(&(n as u64).to_le_bytes());
-        let len = chunk.len();
-        buf[..len].copy_from_slice(chunk);
+    for (n, chunk) in buf.chunks_mut(record).enumerate() {
         let tag = key
-            .seal_in_place_separate_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::empty(),
-                &mut buf[..len],
-            )
+            .seal_in_place_separate_tag(nonce(n), aead::Aad::empty(), chunk)
             .expect("seal");
-        if open {
-            let sealed = len + tag.as_ref().len();
-            buf[len..sealed].copy_from_slice(tag.as_ref());
-            let plain = key
-                .open_in_place(
-                    aead::Nonce::assume_unique_for_key(nonce),
-                    aead::Aad::empty(),
-                    &mut buf[..sealed],
-                )
-                .expect("open");
-            std::hint::black_box(plain);
-        } else {
-            let _ = std::hint::black_box(tag);
-        }
+        let _ = std::hint::black_box(tag);
     }
     start.elapsed()
 }
 
-/// Writes `data` to a fresh file in 1 MiB `pwrite`s and reads it back in 1 MiB `pread`s (page
-/// cache, no sync): what a fetcher's write and a holder's read of a chunk cost at least.
-fn file_write_read(data: &[u8]) -> Duration {
+/// The cipher ceiling: the faster of [`seal_in_place`] and [`cipher`] without opening, over
+/// the 64 KiB records of Noise (best of `runs` each); then each of them.
+fn seal_ceiling(data: &[u8], runs: usize) -> (Timed, Timed, Timed) {
+    let mut scratch = data.to_vec();
+    let in_place = best(runs, || seal_in_place(&mut scratch, NOISE_RECORD));
+    let out_of_place = best(runs, || cipher(data, NOISE_RECORD, false));
+    (in_place.min(out_of_place), in_place, out_of_place)
+}
+
+/// Seals `data` record by record from where it lies into a record buffer, as `mesh::noise`
+/// sends, on one core; with `open`, opens each record again into a plaintext buffer, as
+/// `mesh::noise` receives (the cipher work both ends of a link do).
+fn cipher(data: &[u8], record: usize, open: bool) -> Duration {
+    let key = cipher_key();
+    let tag_len = aead::CHACHA20_POLY1305.tag_len();
+    let mut sealed = vec![0u8; record + tag_len];
+    let mut opened = vec![0u8; record];
+    let start = Instant::now();
+    for (n, chunk) in data.chunks(record).enumerate() {
+        let len = chunk.len();
+        let (out, tag) = sealed[..len + tag_len].split_at_mut(len);
+        key.seal_out_of_place_scatter(nonce(n), aead::Aad::empty(), chunk, out, &[], tag)
+            .expect("seal");
+        if open {
+            let (ct, tag) = sealed[..len + tag_len].split_at(len);
+            key.open_separate_gather(nonce(n), aead::Aad::empty(), ct, tag, &mut opened[..len])
+                .expect("open");
+        }
+        std::hint::black_box(&sealed);
+    }
+    start.elapsed()
+}
+
+/// Writes `data` to a fresh file in 1 MiB `pwrite`s, then reads it back in 1 MiB `pread`s
+/// (page cache, no sync): what a fetcher's write and a holder's read of a chunk cost at least.
+/// Returns the time of each.
+fn file_write_read(data: &[u8]) -> (Duration, Duration) {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().expect("dir");
     let file = std::fs::File::create_new(dir.path().join("blob")).expect("file");
@@ -163,12 +190,13 @@ fn file_write_read(data: &[u8]) -> Duration {
     for (i, chunk) in data.chunks(MIB).enumerate() {
         file.write_all_at(chunk, (i * MIB) as u64).expect("write");
     }
+    let written = start.elapsed();
     for (i, chunk) in data.chunks(MIB).enumerate() {
         let buf = &mut buf[..chunk.len()];
         file.read_exact_at(buf, (i * MIB) as u64).expect("read");
         std::hint::black_box(buf);
     }
-    start.elapsed()
+    (written, start.elapsed() - written)
 }
 
 fn hash_chunks(data: &[u8]) -> Duration {
@@ -632,6 +660,8 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
         .expect("put");
     let id = m.id().expect("id");
     let boot = origin.p2p_addrs();
+    // `QM_BENCH_PIPELINE=0` leaves the request-response pipeline out (a cleaner fetch profile).
+    let with_pipeline = env_usize("QM_BENCH_PIPELINE", 1) != 0;
     let mut best_pipe = Timed::SKIPPED;
     let mut best_fetch = Timed::SKIPPED;
     let mut best_durable = Timed::SKIPPED;
@@ -644,13 +674,17 @@ async fn link(name: &str, listen: &str, blob: Arc<Vec<u8>>, runs: usize) -> Link
             .blob_request(origin.peer_id, BlobRequest::Have { id })
             .await;
         let per_peer = fetcher.client.config().fetch.per_peer;
-        let c0 = cpu_now();
-        let (bytes, d) = pipeline(&fetcher, origin.peer_id, id, m.chunk_count(), per_peer).await;
-        assert_eq!(bytes, blob.len());
-        best_pipe = best_pipe.min(Timed {
-            wall: d,
-            cpu: cpu_now().saturating_sub(c0),
-        });
+        let mut bytes = blob.len();
+        if with_pipeline {
+            let c0 = cpu_now();
+            let (got, d) = pipeline(&fetcher, origin.peer_id, id, m.chunk_count(), per_peer).await;
+            assert_eq!(got, blob.len());
+            bytes = got;
+            best_pipe = best_pipe.min(Timed {
+                wall: d,
+                cpu: cpu_now().saturating_sub(c0),
+            });
+        }
         let opts = FetchOptions {
             only_from: Some(vec![origin.peer_id]),
             announce: false,
@@ -749,7 +783,7 @@ fn main() {
                 runs,
             ))
         });
-        let ceiling = mbps(len, best(runs, || cipher(&blob, NOISE_RECORD, false)).wall);
+        let ceiling = mbps(len, seal_ceiling(&blob, runs).0.wall);
         println!(
             "blob fetch over TCP: {:.0} MB/s, {:.2} CPU ns/B, {:.2}x the cipher ceiling ({ceiling:.0} MB/s); until durable {:.0} MB/s",
             mbps(len, l.fetch.wall),
@@ -799,12 +833,23 @@ fn main() {
         return;
     }
     // Baselines, all in this run.
-    let seal_noise = best(runs, || cipher(&blob, NOISE_RECORD, false));
-    let seal_quic = best(runs, || cipher(&blob, QUIC_RECORD, false));
+    let (seal_noise, seal_in_place_noise, seal_out_of_place_noise) = seal_ceiling(&blob, runs);
+    let seal_quic = {
+        let mut scratch = blob.to_vec();
+        best(runs, || seal_in_place(&mut scratch, QUIC_RECORD))
+    };
     let both_ends = best(runs, || cipher(&blob, NOISE_RECORD, true));
     let hashing = best(runs, || hash_chunks(&blob));
     let writes = best(runs, || store_writes(&blob));
-    let file_io = best(runs, || file_write_read(&blob));
+    // The best write and the best read, each by wall time.
+    let (file_write, file_read) = {
+        let times: Vec<_> = (0..runs).map(|_| file_write_read(&blob)).collect();
+        let best_of = |f: fn(&(Duration, Duration)) -> Duration| {
+            let wall = times.iter().map(f).min().unwrap_or(Duration::MAX);
+            Timed { wall, cpu: wall }
+        };
+        (best_of(|t| t.0), best_of(|t| t.1))
+    };
     let tcp = best_async(&rt, runs, || tcp_copy(blob.clone()));
     let raw_tcp = best_async(&rt, runs, || raw_transport(false, len, depth));
     let raw_quic = best_async(&rt, runs, || raw_transport(true, len, depth));
@@ -842,23 +887,29 @@ fn main() {
     );
     println!("baselines");
     row(
-        "cipher ceiling: ChaCha20-Poly1305 seal, 64 KiB records",
+        "cipher ceiling: ChaCha20-Poly1305 seal, 64 KiB records (faster of:)",
         seal_noise,
+    );
+    row("  seal in place", seal_in_place_noise);
+    row(
+        "  seal out of place, into a record buffer (as mesh::noise sends)",
+        seal_out_of_place_noise,
     );
     row(
         "ChaCha20-Poly1305 seal, 1400 B records (QUIC packets)",
         seal_quic,
     );
     row(
-        "ChaCha20-Poly1305 seal + open, 64 KiB records, one core",
+        "ChaCha20-Poly1305 seal + open, out of place, 64 KiB records, one core",
         both_ends,
     );
     row("plain TCP copy", tcp);
     row("BLAKE3 of 1 MiB chunks", hashing);
     row(
-        "file pwrite, then pread back, 1 MiB at a time (page cache)",
-        file_io,
+        "file pwrite to a fresh file, 1 MiB at a time (page cache)",
+        file_write,
     );
+    row("file pread of it back, 1 MiB at a time", file_read);
     row(
         "chunk store: pwrite 8 chunks a batch, one checkpoint (fdatasync+index)",
         writes,
@@ -908,24 +959,33 @@ fn main() {
         );
     }
     // What no fetch on this machine avoids, both peers sharing its cores: both ends' cipher,
-    // the BLAKE3 check, the kernel's loopback copies, the fetcher's file write and the
-    // holder's read (single-threaded work by wall time, the TCP copy's two threads by CPU time).
+    // the BLAKE3 check, the kernel's loopback copies and the fetcher's file write; a holder
+    // that reads the chunk from its file adds that read (single-threaded work by wall time,
+    // the TCP copy's two threads by CPU time). The cores doing only that, perfectly shared,
+    // would move the bytes at `cores / ns` per ns.
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
     let ns = |d: Duration| d.as_nanos() as f64 / len as f64;
-    let floor_ns = ns(both_ends.wall + hashing.wall + tcp.cpu);
-    let floor_mbps = cores / floor_ns * 1e3;
-    let store_floor_ns = floor_ns + ns(file_io.wall);
-    let store_floor_mbps = cores / store_floor_ns * 1e3;
-    println!(
-        "floor: cipher both ends + BLAKE3 + plain TCP copy = {floor_ns:.2} CPU ns/B; {cores} cores doing only that: {floor_mbps:.0} MB/s = {:.2}x the ceiling",
-        floor_mbps / ceiling
-    );
-    println!(
-        "floor with the file write and read: {store_floor_ns:.2} CPU ns/B; {cores} cores doing only that: {store_floor_mbps:.0} MB/s = {:.2}x the ceiling",
-        store_floor_mbps / ceiling
-    );
+    let mut floor_ns = 0.0;
+    for (what, d) in [
+        (
+            "floor: cipher both ends + BLAKE3 + plain TCP copy",
+            both_ends.wall + hashing.wall + tcp.cpu,
+        ),
+        (
+            "  + the fetcher's file write (what a verified, stored fetch costs)",
+            file_write.wall,
+        ),
+        ("  + the holder's file read", file_read.wall),
+    ] {
+        floor_ns += ns(d);
+        let mbps = cores / floor_ns * 1e3;
+        println!(
+            "{what:<68} {floor_ns:.2} CPU ns/B; {cores} cores doing only that: {mbps:.0} MB/s = {:.2}x the ceiling",
+            mbps / ceiling
+        );
+    }
     let best_fetch = mbps(len, tcp_link.fetch.min(quic_link.fetch).wall);
     println!(
         "faster transport: blob fetch at {:.2}x the cipher ceiling (target >= 0.5x)",

@@ -7,11 +7,13 @@
 //! out of the Noise session into a zero-filled frame and out of the frame into the reader's
 //! buffer: four copies and a memset per byte, a fifth of the CPU of a blob fetch
 //! (docs/benchmarks.md), and frames of at most 16 KiB. Here (see `conn`):
-//! - a writer's bytes go straight into the Noise record, in frames that end where the record
-//!   ends (one seal and one socket write per 64 KiB);
+//! - a writer's bytes go straight to the Noise session, which seals a large body from the
+//!   writer's buffer into a record of its own (a frame's header goes first, in a small record;
+//!   one socket write for both);
 //! - a reader whose stream's frame is next on the connection reads it straight out of the Noise
-//!   session into its own buffer (others who meet that frame first leave it to a waiting
-//!   reader). Frames for other streams are kept until their readers come.
+//!   session into its own buffer, where the session opens a whole record (others who meet that
+//!   frame first leave it to a waiting reader). Frames for other streams are kept until their
+//!   readers come.
 //!
 //! Flow control as the spec says: 256 KiB of credit per stream at first, raised to
 //! 4 MiB (`conn::RECV_WINDOW`) once the stream's reader reads (so streams nobody reads hold little), given

@@ -7,9 +7,16 @@
 //! key`. `snow` runs it. The transport phase is ours: `libp2p-noise` moves each 64 KiB record
 //! through three buffers on the way out (its send buffer, a sealing buffer, the framed
 //! writer's) and two on the way in, and those copies cost about as much CPU as the cipher
-//! itself (see docs/benchmarks.md). Here a record is gathered once into the buffer it is sealed
-//! in and written from, and opened in the receive buffer it arrived in: ChaCha20-Poly1305 in
-//! place (ring), nonces counted as Noise specifies (4 zero bytes, then a little-endian u64).
+//! itself (see docs/benchmarks.md). Here the cipher is the copy: a large write is sealed
+//! straight from the caller's buffer into the buffer the record is sent from, and a record
+//! that fits the reader's buffer is opened straight into it (ChaCha20-Poly1305 out of place,
+//! aws-lc, the library QUIC's TLS already uses). Small writes are gathered and sealed together,
+//! and a record that does not fit the reader is opened in the receive buffer and copied out in
+//! pieces. Nonces count as Noise specifies (4 zero bytes, then a little-endian u64).
+//!
+//! Record boundaries carry no meaning in Noise, so this interoperates with any peer: a sender
+//! that puts a Yamux header and its body in one record (as `libp2p-noise` with `yamux` does)
+//! only takes the reader's copying path.
 
 use std::{
     io,
@@ -18,13 +25,13 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future::BoxFuture};
 use libp2p::{
     PeerId,
     core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo},
     identity,
 };
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use x25519_dalek::{X25519_BASEPOINT_BYTES, x25519};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -40,6 +47,15 @@ pub(crate) const MAX_PLAIN: usize = MAX_MESSAGE - TAG_LEN;
 /// Receive buffer: room for a few whole records, so one read syscall takes what has arrived
 /// and a partial record rarely needs moving.
 const RECV_BUF: usize = 4 * (2 + MAX_MESSAGE);
+/// Send buffer: three whole records. A write need not wait for the record before it to leave,
+/// and a Yamux frame (a gathered header record, then its body's record) fits behind one that
+/// is still leaving, so a full socket holds the next frame's header back rather than leaving
+/// the muxer a body to keep.
+const SEND_BUF: usize = 3 * (2 + MAX_MESSAGE);
+/// Writes at least this long are sealed straight from the caller's buffer as records of their
+/// own; shorter ones are gathered (an extra record costs 18 bytes and a cipher call, about
+/// what copying a few KiB costs).
+pub(crate) const DIRECT_WRITE: usize = 16 * 1024;
 /// A peer that has not finished the handshake by then is cut off: a pending connection holds
 /// one of the swarm's few pending-connection slots.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -451,17 +467,21 @@ impl Cipher {
 }
 
 /// An established Noise session over `T`: bytes written are sealed in records of up to 65,519
-/// bytes (sent on `flush` or when a record is full), bytes read are opened and checked.
+/// bytes (sent on `flush`, when a record is full, or at once for a large write), bytes read are
+/// opened and checked.
 pub struct Output<T> {
     io: T,
     send: Cipher,
     recv: Cipher,
-    /// `[len: 2][plaintext ...][tag: 16]`: gathered, sealed and written from here.
+    /// Sealed records in `wout`, followed at `wrec` by the record being gathered:
+    /// `[len: 2][plaintext ...]`, sealed in place once full or flushed.
     wbuf: Box<[u8]>,
-    /// Plaintext bytes gathered in `wbuf[2..]`, not yet sealed.
-    wplain: usize,
-    /// The sealed record's bytes the socket has not taken yet.
+    /// Sealed bytes the socket has not taken yet; always ends at `wrec`.
     wout: Range<usize>,
+    /// Where the record being gathered starts.
+    wrec: usize,
+    /// Plaintext bytes gathered at `wrec + 2`, not yet sealed.
+    wplain: usize,
     rbuf: Box<[u8]>,
     /// Received bytes not yet opened; starts at a record boundary.
     rraw: Range<usize>,
@@ -475,9 +495,10 @@ impl<T> Output<T> {
             io,
             send: Cipher::new(send)?,
             recv: Cipher::new(recv)?,
-            wbuf: vec![0u8; 2 + MAX_MESSAGE].into_boxed_slice(),
-            wplain: 0,
+            wbuf: vec![0u8; SEND_BUF].into_boxed_slice(),
             wout: 0..0,
+            wrec: 0,
+            wplain: 0,
             rbuf: vec![0u8; RECV_BUF].into_boxed_slice(),
             rraw: 0..0,
             rplain: 0..0,
@@ -485,31 +506,70 @@ impl<T> Output<T> {
     }
 
     /// Seals the gathered plaintext in place and queues the record for the socket.
-    fn seal(&mut self) -> io::Result<()> {
-        let n = self.wplain;
+    fn seal_gathered(&mut self) -> io::Result<()> {
+        let (at, n) = (self.wrec, self.wplain);
         let nonce = self.send.next_nonce()?;
         let tag = self
             .send
             .key
-            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.wbuf[2..2 + n])
+            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.wbuf[at + 2..at + 2 + n])
             .map_err(|_| io::Error::other("noise: sealing failed"))?;
-        self.wbuf[2 + n..2 + n + TAG_LEN].copy_from_slice(tag.as_ref());
-        // n <= MAX_PLAIN, so the record fits the 2-byte length.
-        self.wbuf[..2].copy_from_slice(&((n + TAG_LEN) as u16).to_be_bytes());
-        self.wout = 0..2 + n + TAG_LEN;
+        self.wbuf[at + 2 + n..at + 2 + n + TAG_LEN].copy_from_slice(tag.as_ref());
+        self.queue_record(n);
         self.wplain = 0;
         Ok(())
     }
 
-    /// Opens the next whole record in `rraw`, if there is one; false when more bytes are needed.
-    fn open_next(&mut self) -> io::Result<bool> {
+    /// Seals `plain` (at most [`MAX_PLAIN`] bytes, with nothing gathered) straight from the
+    /// caller's buffer into a record at `wrec`, and queues it.
+    fn seal_direct(&mut self, plain: &[u8]) -> io::Result<()> {
+        let (at, n) = (self.wrec, plain.len());
+        let nonce = self.send.next_nonce()?;
+        let (out, tag) = self.wbuf[at + 2..at + 2 + n + TAG_LEN].split_at_mut(n);
+        self.send
+            .key
+            .seal_out_of_place_scatter(nonce, Aad::empty(), plain, out, &[], tag)
+            .map_err(|_| io::Error::other("noise: sealing failed"))?;
+        self.queue_record(n);
+        Ok(())
+    }
+
+    /// Writes the length of the record sealed at `wrec` (`n` plaintext bytes) and moves it
+    /// into `wout`.
+    fn queue_record(&mut self, n: usize) {
+        let at = self.wrec;
+        // n <= MAX_PLAIN, so the record fits the 2-byte length.
+        self.wbuf[at..at + 2].copy_from_slice(&((n + TAG_LEN) as u16).to_be_bytes());
+        self.wrec = at + 2 + n + TAG_LEN;
+        self.wout.end = self.wrec;
+    }
+
+    /// Whether a whole record fits at `wrec`.
+    fn has_room(&self) -> bool {
+        SEND_BUF - self.wrec >= 2 + MAX_MESSAGE
+    }
+
+    /// With `wout` sent: moves the record being gathered to the front of the buffer.
+    fn rewind(&mut self) {
+        debug_assert!(self.wout.is_empty());
+        if self.wplain > 0 && self.wrec > 0 {
+            let at = self.wrec;
+            self.wbuf.copy_within(at + 2..at + 2 + self.wplain, 2);
+        }
+        self.wrec = 0;
+        self.wout = 0..0;
+    }
+
+    /// The next whole record in `rraw`: where its ciphertext starts, and its length with the
+    /// tag; `None` until all of it has arrived.
+    fn next_record(&self) -> io::Result<Option<(usize, usize)>> {
         let raw = &self.rbuf[self.rraw.clone()];
         if raw.len() < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let len = usize::from(u16::from_be_bytes([raw[0], raw[1]]));
         if raw.len() < 2 + len {
-            return Ok(false);
+            return Ok(None);
         }
         if len < TAG_LEN {
             return Err(io::Error::new(
@@ -517,22 +577,43 @@ impl<T> Output<T> {
                 "noise: record shorter than its tag",
             ));
         }
-        let start = self.rraw.start + 2;
+        Ok(Some((self.rraw.start + 2, len)))
+    }
+
+    /// Opens the record at `start` (`len` bytes with its tag) into `out`, which is exactly as
+    /// long as its plaintext.
+    fn open_into(&mut self, start: usize, len: usize, out: &mut [u8]) -> io::Result<()> {
+        let nonce = self.recv.next_nonce()?;
+        let (ct, tag) = self.rbuf[start..start + len].split_at(len - TAG_LEN);
+        self.recv
+            .key
+            .open_separate_gather(nonce, Aad::empty(), ct, tag, out)
+            .map_err(|_| decryption_failed())?;
+        self.rraw.start = start + len;
+        Ok(())
+    }
+
+    /// Opens the record at `start` in the receive buffer; its plaintext becomes `rplain`.
+    fn open_in_place(&mut self, start: usize, len: usize) -> io::Result<()> {
         let nonce = self.recv.next_nonce()?;
         let plain = self
             .recv
             .key
             .open_in_place(nonce, Aad::empty(), &mut self.rbuf[start..start + len])
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "noise: decryption failed"))?
+            .map_err(|_| decryption_failed())?
             .len();
         self.rplain = start..start + plain;
-        self.rraw.start += 2 + len;
-        Ok(true)
+        self.rraw.start = start + len;
+        Ok(())
     }
 }
 
+fn decryption_failed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "noise: decryption failed")
+}
+
 impl<T: AsyncWrite + Unpin> Output<T> {
-    /// Writes out the sealed record, if any.
+    /// Writes out the sealed records, if any.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.wout.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wout.clone()]))?;
@@ -540,6 +621,28 @@ impl<T: AsyncWrite + Unpin> Output<T> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wout.start += n;
+        }
+        // All sent: with nothing gathered, the next record starts at the front.
+        if self.wplain == 0 {
+            self.wrec = 0;
+            self.wout = 0..0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Starts sending what is sealed; if the socket is full, a later call waits for it.
+    fn start_drain(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.poll_drain(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until a whole record fits at `wrec`.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.has_room() {
+            ready!(self.poll_drain(cx))?;
+            self.rewind();
         }
         Poll::Ready(Ok(()))
     }
@@ -559,8 +662,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Output<T> {
                 this.rplain.start += n;
                 return Poll::Ready(Ok(n));
             }
-            if this.open_next()? {
-                continue; // an empty record opens to nothing: look for the next
+            if let Some((start, len)) = this.next_record()? {
+                let plain = len - TAG_LEN;
+                if plain > 0 && plain <= buf.len() {
+                    this.open_into(start, len, &mut buf[..plain])?;
+                    return Poll::Ready(Ok(plain));
+                }
+                // Too long for the reader, or empty (which opens to nothing: look for the next).
+                this.open_in_place(start, len)?;
+                continue;
             }
             // Need more bytes. Nothing opened is pending, so the buffer can be rearranged:
             // move the partial record to the front when a whole record might not fit after it.
@@ -595,28 +705,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Output<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // The previous record shares the buffer: it must be out before new bytes go in.
-        ready!(this.poll_drain(cx))?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(this.poll_room(cx))?;
+        if buf.len() >= DIRECT_WRITE {
+            if this.wplain > 0 {
+                // What was gathered goes first, as a record of its own.
+                this.seal_gathered()?;
+                ready!(this.poll_room(cx))?;
+            }
+            let n = buf.len().min(MAX_PLAIN);
+            this.seal_direct(&buf[..n])?;
+            this.start_drain(cx)?;
+            return Poll::Ready(Ok(n));
+        }
         let n = buf.len().min(MAX_PLAIN - this.wplain);
-        this.wbuf[2 + this.wplain..2 + this.wplain + n].copy_from_slice(&buf[..n]);
+        let at = this.wrec + 2 + this.wplain;
+        this.wbuf[at..at + n].copy_from_slice(&buf[..n]);
         this.wplain += n;
         if this.wplain == MAX_PLAIN {
-            this.seal()?;
-            // Start sending now; if the socket is full, the next call waits for it.
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
-            }
+            this.seal_gathered()?;
+            this.start_drain(cx)?;
         }
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
         if this.wplain > 0 {
-            this.seal()?;
-            ready!(this.poll_drain(cx))?;
+            this.seal_gathered()?;
         }
+        ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
 

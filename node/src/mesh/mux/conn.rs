@@ -5,7 +5,7 @@
 //! A task that finds the lock taken waits as a task, not on its thread (`super::shared`).
 //! That is what saves the copies: a reader whose stream's data is next on the connection reads
 //! it straight from the Noise session into its own buffer, and a writer's bytes go straight
-//! into the Noise record. Data for a stream whose reader is not the one polling is kept in that
+//! to the Noise session's sealing. Data for a stream whose reader is not the one polling is kept in that
 //! stream's [`RecvBuf`] until it reads.
 //!
 //! Who reads first is a race: the socket wakes the waiting reader and libp2p's connection task
@@ -36,7 +36,7 @@ use super::{
     recv_buf::RecvBuf,
     wakers::Waiters,
 };
-use crate::mesh::noise::MAX_PLAIN;
+use crate::mesh::noise::{DIRECT_WRITE, MAX_PLAIN};
 
 mod read;
 
@@ -52,7 +52,8 @@ pub(super) const MAX_BUFFERED_INBOUND: usize = 256;
 pub(super) const RECV_WINDOW: u32 = 4 * 1024 * 1024;
 /// How long a body waits in the socket for its own reader once that reader was woken for it.
 const HANDOFF_GRACE: Duration = Duration::from_millis(5);
-/// A data frame's largest body: with its 12-byte header, one whole Noise record.
+/// A data frame's largest body: fits one Noise record, with its 12-byte header too (gathered
+/// with it, as a peer's Noise may).
 pub const FRAME_BODY: usize = MAX_PLAIN - HEADER_LEN;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +144,8 @@ pub(super) struct Inner<C> {
     body_waiters: Vec<Waker>,
     /// Wakes the connection task when a hand-off's grace ends.
     handoff_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the connection task has armed `handoff_timer` for the current handoff.
+    handoff_armed: bool,
     /// Hand-offs need tokio's timer; without a runtime every body is read by whoever polls.
     can_hand_off: bool,
 }
@@ -174,6 +177,7 @@ impl<C> Inner<C> {
             handoff: None,
             body_waiters: Vec::new(),
             handoff_timer: None,
+            handoff_armed: false,
             can_hand_off: tokio::runtime::Handle::try_current().is_ok(),
         }
     }
@@ -230,13 +234,21 @@ impl<C> Inner<C> {
         self.flush_due = true;
     }
 
+    /// Follows what `mesh::noise` does with a write of `n` bytes: one of [`DIRECT_WRITE`] bytes
+    /// or more is sealed as a record of its own, after what was gathered before it; a shorter
+    /// one is gathered.
     fn written(&mut self, n: usize) {
-        self.record_fill = (self.record_fill + n) % MAX_PLAIN;
+        self.record_fill = if n >= DIRECT_WRITE {
+            0
+        } else {
+            (self.record_fill + n) % MAX_PLAIN
+        };
     }
 
     /// The body being read is done with (taken, or its stream gone).
     fn end_body(&mut self) {
         self.handoff = None;
+        self.handoff_armed = false;
         for w in self.body_waiters.drain(..) {
             w.wake();
         }
@@ -329,16 +341,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what is queued if the socket takes it now; otherwise the caller is registered and
-    /// a later poll (any stream's, or the connection task's) sends it.
+    /// Sends what is queued if the socket takes it now. Otherwise the caller and the connection
+    /// task are woken when the socket has room, and whichever polls first sends the rest: the
+    /// caller may not come back for it. (Waking the connection task now instead would poll it
+    /// in a loop for as long as the socket stays full.)
     fn try_send_queue(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.poll_send_queue(cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => {
-                self.wake_conn();
-                Ok(())
+        if let Poll::Ready(r) = self.poll_send_queue(cx) {
+            return r;
+        }
+        // With no waker kept, the connection task has been woken already and will poll.
+        if let Some(w) = &self.conn_waker {
+            self.writing.register(w);
+            // Room made before it was registered is not missed.
+            if let Poll::Ready(r) = self.poll_send_queue(cx) {
+                return r;
             }
         }
+        Ok(())
     }
 
     pub(super) fn poll_read_stream(
@@ -438,14 +457,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
             }
         };
         ready!(self.poll_send_queue(cx))?;
-        // End the frame where the Noise record ends: one record, one seal, one socket write.
-        let room = MAX_PLAIN - self.record_fill;
-        let max_body = if room > HEADER_LEN {
-            room - HEADER_LEN
-        } else {
-            FRAME_BODY
-        };
-        let n = buf.len().min(credit as usize).min(max_body);
+        // A large body is sealed as a Noise record of its own, straight from `buf`: it only has
+        // to fit one. A short one is gathered with the header: end the frame where that record
+        // ends, so the reader never finds a body split across records.
+        let mut n = buf.len().min(credit as usize).min(FRAME_BODY);
+        if n < DIRECT_WRITE {
+            let room = MAX_PLAIN - self.record_fill;
+            if room > HEADER_LEN {
+                n = n.min(room - HEADER_LEN);
+            }
+        }
         let header = Header::data(id, 0, n as u32).encode();
         let io = &mut self.io;
         let k = match ready!(
@@ -537,6 +558,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
                 timer.as_mut().reset(deadline);
             }
             if timer.as_mut().poll(cx).is_pending() {
+                self.handoff_armed = true;
                 return Ok(());
             }
             // The reader did not come: read its body for it (the grace has passed).

@@ -541,6 +541,79 @@ async fn a_reader_that_stops_waiting_does_not_stall_other_streams() {
     writer.await.expect("writer");
 }
 
+/// Counts its wake-ups.
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// While a body waits for its own reader (its record still arriving on a slow link), other
+/// readers that find it wake the connection task once, so it arms the hand-off's timer, and
+/// not again: they may be its own protocol handlers, and would otherwise poll it in a loop.
+#[tokio::test]
+async fn readers_finding_a_body_handed_off_wake_the_connection_task_once() {
+    let (mut m, mut raw) = muxer_and_raw_peer().await;
+    for id in [1, 3] {
+        raw_send(
+            &mut raw,
+            frame::Header::window_update(id, frame::SYN, 0),
+            &[],
+        )
+        .await;
+    }
+    let mut a = accept(&mut m).await;
+    let mut b = accept(&mut m).await;
+    let conn = Arc::new(WakeCount::default());
+    let conn_waker = std::task::Waker::from(conn.clone());
+    let other = std::task::Waker::from(Arc::new(WakeCount::default()));
+    let mut buf = [0u8; 4096];
+    // The connection task and A's reader wait for data.
+    assert!(
+        m.poll_unpin(&mut Context::from_waker(&conn_waker))
+            .is_pending()
+    );
+    let pending = Pin::new(&mut a).poll_read(&mut Context::from_waker(&other), &mut buf);
+    assert!(pending.is_pending());
+    // A's frame: its header and the first part of its body.
+    let body = random_bytes(1000, 4);
+    raw_send(&mut raw, frame::Header::data(1, 0, 1000), &body[..100]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // B's reader finds A's body: A's reader is woken, and the connection task once.
+    let before = conn.0.load(Ordering::SeqCst);
+    let mut cx = Context::from_waker(&other);
+    assert!(Pin::new(&mut b).poll_read(&mut cx, &mut buf).is_pending());
+    assert_eq!(conn.0.load(Ordering::SeqCst), before + 1);
+    // The connection task arms the timer; B's reader, looking again, wakes nobody.
+    assert!(
+        m.poll_unpin(&mut Context::from_waker(&conn_waker))
+            .is_pending()
+    );
+    let armed = conn.0.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(Pin::new(&mut b).poll_read(&mut cx, &mut buf).is_pending());
+    }
+    assert_eq!(conn.0.load(Ordering::SeqCst), armed);
+    // The rest of the body arrives: A reads all of it.
+    drive(m);
+    {
+        use tokio::io::AsyncWriteExt as _;
+        raw.write_all(&body[100..])
+            .await
+            .expect("the rest of the body");
+    }
+    raw_send(&mut raw, frame::Header::data(1, frame::FIN, 0), &[]).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(LIMIT, a.read_to_end(&mut got))
+        .await
+        .expect("A's data within the limit")
+        .expect("read a");
+    assert_eq!(got, body);
+}
+
 /// A stream dropped unread is reset: the writer learns it, and the connection carries on.
 #[tokio::test]
 async fn a_stream_dropped_unread_is_reset() {

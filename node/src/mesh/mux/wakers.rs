@@ -46,6 +46,11 @@ impl Waiters {
         }
     }
 
+    /// Registers `w` to be woken with the next wake-up.
+    pub(super) fn register(&self, w: &Waker) {
+        self.notifier.register(w);
+    }
+
     /// Polls the socket with the shared waker. After a `Pending` the caller is registered and
     /// the socket polled once more, so readiness between the two polls is not lost.
     pub(super) fn poll<T>(

@@ -273,6 +273,59 @@ async fn records_round_trip_and_tampering_is_refused() {
     assert!(open_all(&[8u8; 32], wire).await.is_err());
 }
 
+/// A large write is sealed straight from the caller's buffer as a record of its own (after
+/// what was gathered before it, sealed as one), and a record that fits the reader's buffer is
+/// opened straight into it; one that does not is opened in place and read out in pieces.
+#[tokio::test]
+async fn large_writes_are_records_of_their_own_and_open_into_the_reader() {
+    let key = [9u8; 32];
+    let (header, body, big) = (
+        pattern(12, 4),
+        pattern(MAX_PLAIN - 12, 5),
+        pattern(3 * MAX_PLAIN + 100, 6),
+    );
+    let mut w = Output::new(Cursor::new(Vec::new()), &key, &[0u8; 32]).unwrap();
+    for part in [&header, &body, &big] {
+        w.write_all(part).await.unwrap();
+    }
+    w.flush().await.unwrap();
+    let wire = w.io.into_inner();
+    let mut plains = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let len = usize::from(u16::from_be_bytes([wire[at], wire[at + 1]]));
+        plains.push(len - TAG_LEN);
+        at += 2 + len;
+    }
+    assert_eq!(
+        plains,
+        [12, MAX_PLAIN - 12, MAX_PLAIN, MAX_PLAIN, MAX_PLAIN, 100]
+    );
+
+    let mut r = Output::new(Cursor::new(wire), &[0u8; 32], &key).unwrap();
+    // Buffers the size of each record: each opens straight into it, nothing is left over.
+    for expect in [&header, &body] {
+        let mut buf = vec![0u8; expect.len()];
+        assert_eq!(r.read(&mut buf).await.unwrap(), expect.len());
+        assert!(r.rplain.is_empty());
+        assert_eq!(&buf, expect);
+    }
+    let mut buf = vec![0u8; MAX_PLAIN + 5];
+    assert_eq!(r.read(&mut buf).await.unwrap(), MAX_PLAIN);
+    assert_eq!(buf[..MAX_PLAIN], big[..MAX_PLAIN]);
+    // A small buffer: the record is opened in place and handed out in pieces.
+    let mut rest = Vec::new();
+    let mut piece = [0u8; 1000];
+    loop {
+        let n = r.read(&mut piece).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(&piece[..n]);
+    }
+    assert_eq!(rest, big[MAX_PLAIN..]);
+}
+
 #[test]
 fn handshake_payload_encodes_and_rejects_malformed_input() {
     let p = encode_payload(b"key bytes", b"signature");

@@ -294,8 +294,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
                                 if !self.body_waiters.iter().any(|w| w.will_wake(cx.waker())) {
                                     self.body_waiters.push(cx.waker().clone());
                                 }
-                                if target.is_some() {
-                                    // The connection task keeps the grace's timer.
+                                if target.is_some() && !self.handoff_armed {
+                                    // The connection task keeps the grace's timer. Once it
+                                    // has armed it, it is not woken again: the readers that
+                                    // find the body still waiting may be its own protocol
+                                    // handlers, polled by it, and would poll it in a loop
+                                    // until the body is taken (for as long as a slow link
+                                    // takes to deliver the body's record).
                                     if let Some(w) = self.conn_waker.take() {
                                         w.wake();
                                     }
