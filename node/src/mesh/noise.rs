@@ -549,17 +549,6 @@ impl<T> Output<T> {
         SEND_BUF - self.wrec >= 2 + MAX_MESSAGE
     }
 
-    /// With `wout` sent: moves the record being gathered to the front of the buffer.
-    fn rewind(&mut self) {
-        debug_assert!(self.wout.is_empty());
-        if self.wplain > 0 && self.wrec > 0 {
-            let at = self.wrec;
-            self.wbuf.copy_within(at + 2..at + 2 + self.wplain, 2);
-        }
-        self.wrec = 0;
-        self.wout = 0..0;
-    }
-
     /// The next whole record in `rraw`: where its ciphertext starts, and its length with the
     /// tag; `None` until all of it has arrived.
     fn next_record(&self) -> io::Result<Option<(usize, usize)>> {
@@ -638,11 +627,13 @@ impl<T: AsyncWrite + Unpin> Output<T> {
         }
     }
 
-    /// Waits until a whole record fits at `wrec`.
+    /// Waits until a whole record fits at `wrec`: until everything sealed is out, and the next
+    /// record starts at the front.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.has_room() {
+            // A record is only started where it fits, and sealed before `wrec` moves on.
+            debug_assert_eq!(self.wplain, 0);
             ready!(self.poll_drain(cx))?;
-            self.rewind();
         }
         Poll::Ready(Ok(()))
     }

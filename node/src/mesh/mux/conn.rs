@@ -4,9 +4,9 @@
 //! libp2p's connection task through the muxer) reads and writes the connection under the lock.
 //! A task that finds the lock taken waits as a task, not on its thread (`super::shared`).
 //! That is what saves the copies: a reader whose stream's data is next on the connection reads
-//! it straight from the Noise session into its own buffer, and a writer's bytes go straight
-//! to the Noise session's sealing. Data for a stream whose reader is not the one polling is kept in that
-//! stream's [`RecvBuf`] until it reads.
+//! it straight from the Noise session into its own buffer, and a writer's bytes go straight to
+//! the Noise session, to be sealed from where they lie. Data for a stream whose reader is not
+//! the one polling is kept in that stream's [`RecvBuf`] until it reads.
 //!
 //! Who reads first is a race: the socket wakes the waiting reader and libp2p's connection task
 //! alike. So a body whose stream's reader is waiting is handed off: whoever else meets it leaves
