@@ -47,10 +47,11 @@ pub(crate) const MAX_PLAIN: usize = MAX_MESSAGE - TAG_LEN;
 /// Receive buffer: room for a few whole records, so one read syscall takes what has arrived
 /// and a partial record rarely needs moving.
 const RECV_BUF: usize = 4 * (2 + MAX_MESSAGE);
-/// Send buffer: three whole records. A write need not wait for the record before it to leave,
-/// and a Yamux frame (a gathered header record, then its body's record) fits behind one that
-/// is still leaving, so a full socket holds the next frame's header back rather than leaving
-/// the muxer a body to keep.
+/// Send buffer: up to three whole records. A write need not wait for the record before it to
+/// leave, and a Yamux frame (a gathered header record, then its body's record) fits behind one
+/// that is still leaving, so a full socket holds the next frame's header back rather than
+/// leaving the muxer a body to keep. It starts at one record and grows once a second is
+/// needed: most connections never send that much, and fresh memory costs page faults.
 const SEND_BUF: usize = 3 * (2 + MAX_MESSAGE);
 /// Writes at least this long are sealed straight from the caller's buffer as records of their
 /// own; shorter ones are gathered (an extra record costs 18 bytes and a cipher call, about
@@ -475,7 +476,7 @@ pub struct Output<T> {
     recv: Cipher,
     /// Sealed records in `wout`, followed at `wrec` by the record being gathered:
     /// `[len: 2][plaintext ...]`, sealed in place once full or flushed.
-    wbuf: Box<[u8]>,
+    wbuf: Vec<u8>,
     /// Sealed bytes the socket has not taken yet; always ends at `wrec`.
     wout: Range<usize>,
     /// Where the record being gathered starts.
@@ -495,7 +496,7 @@ impl<T> Output<T> {
             io,
             send: Cipher::new(send)?,
             recv: Cipher::new(recv)?,
-            wbuf: vec![0u8; SEND_BUF].into_boxed_slice(),
+            wbuf: vec![0u8; 2 + MAX_MESSAGE],
             wout: 0..0,
             wrec: 0,
             wplain: 0,
@@ -627,13 +628,16 @@ impl<T: AsyncWrite + Unpin> Output<T> {
         }
     }
 
-    /// Waits until a whole record fits at `wrec`: until everything sealed is out, and the next
-    /// record starts at the front.
+    /// Waits until a whole record fits at `wrec` (if the buffer is full, until everything
+    /// sealed is out and the next record starts at the front), growing the buffer for it.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.has_room() {
             // A record is only started where it fits, and sealed before `wrec` moves on.
             debug_assert_eq!(self.wplain, 0);
             ready!(self.poll_drain(cx))?;
+        }
+        if self.wbuf.len() < self.wrec + 2 + MAX_MESSAGE {
+            self.wbuf.resize(SEND_BUF, 0);
         }
         Poll::Ready(Ok(()))
     }
