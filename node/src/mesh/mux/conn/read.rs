@@ -274,10 +274,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Inner<C> {
                     };
                     let n = if let Some(buf) = direct {
                         let want = (*left).min(buf.len());
-                        let r = ready!(
-                            self.reading
-                                .poll(cx, |c| Pin::new(&mut *io).poll_read(c, &mut buf[..want]))
-                        );
+                        let r = match self
+                            .reading
+                            .poll(cx, |c| Pin::new(&mut *io).poll_read(c, &mut buf[..want]))
+                        {
+                            Poll::Ready(r) => r,
+                            Poll::Pending => {
+                                // Its reader is here, waiting for the body's bytes: a hand-off's
+                                // grace counts from now. It is for a reader that stopped
+                                // waiting, not for a slow link (the body's record may take
+                                // longer than the grace to arrive).
+                                if self.handoff.is_some() {
+                                    self.handoff = Some(Instant::now());
+                                }
+                                return Poll::Pending;
+                            }
+                        };
                         match r {
                             Ok(0) => return Poll::Ready(Err(self.fail(eof_in_body()))),
                             Ok(n) => n,
