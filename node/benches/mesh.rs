@@ -181,22 +181,26 @@ fn cipher(data: &[u8], record: usize, open: bool) -> Duration {
 /// Writes `data` to a fresh file in 1 MiB `pwrite`s, then reads it back in 1 MiB `pread`s
 /// (page cache, no sync): what a fetcher's write and a holder's read of a chunk cost at least.
 /// Returns the time of each.
-fn file_write_read(data: &[u8]) -> (Duration, Duration) {
+fn file_write_read(data: &[u8]) -> (Timed, Timed) {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().expect("dir");
     let file = std::fs::File::create_new(dir.path().join("blob")).expect("file");
     let mut buf = vec![0u8; MIB];
-    let start = Instant::now();
-    for (i, chunk) in data.chunks(MIB).enumerate() {
-        file.write_all_at(chunk, (i * MIB) as u64).expect("write");
-    }
-    let written = start.elapsed();
-    for (i, chunk) in data.chunks(MIB).enumerate() {
-        let buf = &mut buf[..chunk.len()];
-        file.read_exact_at(buf, (i * MIB) as u64).expect("read");
-        std::hint::black_box(buf);
-    }
-    (written, start.elapsed() - written)
+    let write = timed(|| {
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            file.write_all_at(chunk, (i * MIB) as u64).expect("write");
+        }
+    })
+    .1;
+    let read = timed(|| {
+        for (i, chunk) in data.chunks(MIB).enumerate() {
+            let buf = &mut buf[..chunk.len()];
+            file.read_exact_at(buf, (i * MIB) as u64).expect("read");
+            std::hint::black_box(buf);
+        }
+    })
+    .1;
+    (write, read)
 }
 
 fn hash_chunks(data: &[u8]) -> Duration {
@@ -842,14 +846,11 @@ fn main() {
     let hashing = best(runs, || hash_chunks(&blob));
     let writes = best(runs, || store_writes(&blob));
     // The best write and the best read, each by wall time.
-    let (file_write, file_read) = {
-        let times: Vec<_> = (0..runs).map(|_| file_write_read(&blob)).collect();
-        let best_of = |f: fn(&(Duration, Duration)) -> Duration| {
-            let wall = times.iter().map(f).min().unwrap_or(Duration::MAX);
-            Timed { wall, cpu: wall }
-        };
-        (best_of(|t| t.0), best_of(|t| t.1))
-    };
+    let (file_write, file_read) = (0..runs)
+        .map(|_| file_write_read(&blob))
+        .fold((Timed::SKIPPED, Timed::SKIPPED), |(w, r), (w1, r1)| {
+            (w.min(w1), r.min(r1))
+        });
     let tcp = best_async(&rt, runs, || tcp_copy(blob.clone()));
     let raw_tcp = best_async(&rt, runs, || raw_transport(false, len, depth));
     let raw_quic = best_async(&rt, runs, || raw_transport(true, len, depth));

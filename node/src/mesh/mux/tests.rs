@@ -270,7 +270,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LargestWrite<T> {
     }
 }
 
-/// Drives a muxer's connection on a task of its own until it fails or closes.
 /// Opens a stream on `m`.
 async fn open<M: StreamMuxer + Unpin>(m: &mut M) -> M::Substream
 where
@@ -291,6 +290,7 @@ where
         .expect("inbound stream")
 }
 
+/// Drives a muxer's connection on a task of its own until it fails or closes.
 fn drive<M>(mut m: M)
 where
     M: StreamMuxer + Unpin + Send + 'static,
@@ -612,6 +612,66 @@ async fn readers_finding_a_body_handed_off_wake_the_connection_task_once() {
         .expect("A's data within the limit")
         .expect("read a");
     assert_eq!(got, body);
+}
+
+/// With the socket full and a control frame queued, polling the connection registers its task
+/// for the socket's next room instead of waking it at once (which polled it in a loop for as
+/// long as the socket stayed full), and that room does wake it.
+#[tokio::test]
+async fn a_full_socket_parks_the_connection_task_until_it_has_room() {
+    use tokio::io::AsyncReadExt as _;
+    let (mut m, mut raw) = muxer_and_raw_peer().await;
+    // The raw peer opens a stream with credit for far more than the socket holds, and reads
+    // nothing yet.
+    raw_send(
+        &mut raw,
+        frame::Header::window_update(1, frame::SYN, 64 << 20),
+        &[],
+    )
+    .await;
+    let mut s = accept(&mut m).await;
+    // A ping: its pong will be queued behind the full socket.
+    let ping = frame::Header {
+        kind: frame::Kind::Ping,
+        flags: frame::SYN,
+        stream: 0,
+        length: 7,
+    };
+    raw_send(&mut raw, ping, &[]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Fill the socket (the stream's writes read no frames: the ping waits).
+    let idle = std::task::Waker::from(Arc::new(WakeCount::default()));
+    let chunk = vec![7u8; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match Pin::new(&mut s).poll_write(&mut Context::from_waker(&idle), &chunk) {
+            Poll::Ready(Ok(n)) => sent += n,
+            Poll::Ready(Err(e)) => panic!("write: {e}"),
+            Poll::Pending => break,
+        }
+    }
+    assert!(sent < 64 << 20, "the socket never filled");
+    let conn = Arc::new(WakeCount::default());
+    let conn_waker = std::task::Waker::from(conn.clone());
+    assert!(
+        m.poll_unpin(&mut Context::from_waker(&conn_waker))
+            .is_pending()
+    );
+    assert_eq!(
+        conn.0.load(Ordering::SeqCst),
+        0,
+        "woken while the socket is full"
+    );
+    // The raw peer reads: the room it makes wakes the connection task.
+    let mut buf = vec![0u8; 1 << 20];
+    tokio::time::timeout(LIMIT, async {
+        while conn.0.load(Ordering::SeqCst) == 0 {
+            let n = raw.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the connection closed");
+        }
+    })
+    .await
+    .expect("woken once the socket has room");
 }
 
 /// A stream dropped unread is reset: the writer learns it, and the connection carries on.
