@@ -1,5 +1,6 @@
 //! [`EventLoop`]: owns the `Swarm`, and `select!`s over swarm events, client commands, finished
-//! blob-serving tasks and the Kademlia warm-up timer; it spawns the chunk stream server
+//! blob-serving tasks, the Kademlia warm-up timer and, while connect or disconnect events wait
+//! ([`super::lifecycle`]), room in the runtime's channel; it spawns the chunk stream server
 //! ([`ChunkServer`]), which runs beside it. Every handler is short and never blocks:
 //! store reads for serving run in `spawn_blocking` tasks that report back through a channel.
 
@@ -27,7 +28,7 @@ use crate::mesh::{
     },
     client::Command,
     codec::Decoded,
-    inbound,
+    inbound, lifecycle,
     message::{GossipBody, RpcErrorCode, RpcResponse},
     peers,
     topics::Topic,
@@ -74,6 +75,8 @@ pub struct EventLoop {
     topic_members: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
     chunk_server: Option<(Arc<ChunkServer>, inbound::Incoming)>,
     connected: HashSet<PeerId>,
+    /// Connect and disconnect events waiting for room in `events`.
+    lifecycle: lifecycle::Backlog,
     warmup: Warmup,
 }
 
@@ -119,6 +122,7 @@ impl EventLoop {
             topic_members: HashMap::new(),
             chunk_server: Some((chunk_server, chunk_streams)),
             connected: HashSet::new(),
+            lifecycle: lifecycle::Backlog::default(),
             warmup: Warmup::new(Instant::now()),
         }
     }
@@ -134,6 +138,16 @@ impl EventLoop {
         let trimmer = tokio::spawn(super::buffers::trim_chunks_periodically());
         loop {
             let next_bootstrap = self.warmup.next_at();
+            // Room in the runtime's channel, wanted only while lifecycle events wait (an owned
+            // sender, so that the permit borrows nothing the handlers need).
+            let waiting = !self.lifecycle.is_empty();
+            let tx = waiting.then(|| self.events.clone());
+            let room = async move {
+                match tx {
+                    Some(tx) => tx.reserve_owned().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
@@ -145,6 +159,15 @@ impl EventLoop {
                     None => break,
                 },
                 Some(served) = self.served_rx.recv() => self.on_served(served),
+                permit = room, if waiting => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.lifecycle.front() {
+                            permit.send(event);
+                            self.lifecycle.pop();
+                        }
+                    }
+                    Err(_) => self.lifecycle.clear(),
+                },
                 () = sleep_until(next_bootstrap) => {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     let known = kad.kbuckets().map(|b| b.num_entries()).sum();
@@ -162,6 +185,18 @@ impl EventLoop {
         }
         trimmer.abort();
         tracing::info!(target: "mesh", "event loop stopped");
+    }
+
+    /// Hands `peer`'s connect (`true`) or disconnect to the node runtime, now if nothing older
+    /// waits and the channel has room, else through the backlog (never dropped).
+    fn emit_lifecycle(&mut self, peer: PeerId, connected: bool) {
+        if self.lifecycle.is_empty() {
+            match self.events.try_send(lifecycle::event(peer, connected)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+            }
+        }
+        self.lifecycle.push(peer, connected);
     }
 
     /// Hands `event` to the node runtime without waiting; gives it back if the channel is
@@ -421,7 +456,7 @@ impl EventLoop {
                         .connected_peers
                         .set(self.connected.len() as i64);
                     tracing::debug!(target: "mesh", %peer_id, "peer connected");
-                    let _ = self.emit(Event::PeerConnected { peer: peer_id });
+                    self.emit_lifecycle(peer_id, true);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -461,7 +496,7 @@ impl EventLoop {
             .connected_peers
             .set(self.connected.len() as i64);
         tracing::debug!(target: "mesh", %peer_id, "peer disconnected");
-        let _ = self.emit(Event::PeerDisconnected { peer: peer_id });
+        self.emit_lifecycle(peer_id, false);
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {

@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod event_loop;
 pub mod inbound;
+mod lifecycle;
 pub mod message;
 pub mod metrics;
 pub mod mux;

@@ -983,3 +983,50 @@ fn every_subcommand_has_help() {
         assert!(text.contains(flag), "{flag} missing from node --help");
     }
 }
+
+/// A runtime that lags behind its events (here: one slot, read only at the end) still learns
+/// that a peer came and went: connect and disconnect events wait for room instead of being
+/// dropped like gossip (cluster training counts machines live by them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_disconnect_reach_a_runtime_that_lags() {
+    let dir = TempDir::new();
+    let mut cfg = test_config(dir.path());
+    cfg.mesh.event_buffer = 1;
+    let (a, mut events) = Node::builder(cfg).start_with_events().await.unwrap();
+    let b = TestNode::start(&a.p2p_addrs()).await;
+    let b_id = b.peer_id();
+    let seen = |up: bool| {
+        let client = a.client.clone();
+        move || {
+            let client = client.clone();
+            async move {
+                let connected = client.info().await.ok()?.connected.contains(&b_id);
+                (connected == up).then_some(())
+            }
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(20), seen(true))
+            .await
+            .is_some()
+    );
+    b.handle.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(20), seen(false))
+            .await
+            .is_some()
+    );
+    // Only now is the channel read: the connect filled its one slot long ago.
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !got.contains(&(b_id, false)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(Event::PeerConnected { peer })) => got.push((peer, true)),
+            Ok(Some(Event::PeerDisconnected { peer })) => got.push((peer, false)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("no disconnect of {b_id} in 20 s: {got:?}"),
+        }
+    }
+    assert_eq!(got, vec![(b_id, true), (b_id, false)]);
+}
