@@ -579,17 +579,23 @@ impl Runtime {
         if actions.is_empty() {
             return;
         }
+        // A cluster round's plan, fed back once the actions are done: (round, machines).
+        let mut planned = None;
         for action in actions {
             let Some(leader) = self.leaders.get_mut(&job_id) else {
                 return;
             };
             match action {
                 Action::PublishHead(head) => {
+                    let shards = self.shard_plan(job_id);
+                    if let (Some(plan), Some(round)) = (&shards, head.open_round) {
+                        planned = Some((round, plan.assignments.len()));
+                    }
                     let msg = RoundHeadMsg {
                         job_id,
                         coordinator: self.ctx.eth().into_array(),
                         head,
-                        shards: self.shard_plan(job_id),
+                        shards,
                     };
                     let mesh = self.ctx.mesh.clone();
                     tokio::spawn(async move {
@@ -758,6 +764,16 @@ impl Runtime {
         }
         self.record_pending(job_id, now_ms());
         self.persist_leader(job_id);
+        if let Some((round, machines)) = planned {
+            // Yields no head (at most the round's close), so this recursion ends here.
+            let more = self.leaders.get_mut(&job_id).map(|l| {
+                l.machine
+                    .handle(Input::Planned { round, machines }, now_ms())
+            });
+            if let Some(more) = more {
+                self.execute(job_id, more);
+            }
+        }
     }
 
     /// Sends the oldest unrecorded round, one at a time, retrying failures.

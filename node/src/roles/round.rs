@@ -4,7 +4,9 @@
 //! (by the driver: fetch, validate, measure accuracy on the job's validation set) and accepted
 //! or rejected; the round closes when `target_updates` were accepted, or at its deadline if at
 //! least `quorum` were; then the driver aggregates, and the result is recorded on chain and
-//! published as the next round head.
+//! published as the next round head. In cluster training the driver also tells the machine how
+//! many machines the round's shard plan gives work ([`Input::Planned`]): no round waits for
+//! more updates than there are machines to send them.
 //!
 //! Pure logic: `handle(input, now_ms) -> Vec<Action>`; the driver in `roles::coordinator` does
 //! the I/O and persists the machine (it is serde) after every step, so a restarted coordinator
@@ -169,6 +171,16 @@ pub enum Input {
         /// Why.
         reason: String,
     },
+    /// The driver planned `round` (cluster training) over `machines` machines, each of which
+    /// sends at most one update: the round closes once that many are accepted (a plan never
+    /// raises the job's target). Sent with every head, so a machine that leaves mid-round is
+    /// no longer waited for once the head is re-planned without it.
+    Planned {
+        /// The round the plan is for.
+        round: u64,
+        /// Machines with work in it.
+        machines: usize,
+    },
     /// Time passed.
     Tick,
 }
@@ -200,6 +212,9 @@ pub struct RoundMachine {
     phase: Phase,
     offers: BTreeMap<Hash32, (Offer, OfferStatus)>,
     last_head_ms: u64,
+    /// Machines the open round's latest shard plan gives work (cluster training only).
+    #[serde(default)]
+    planned: Option<usize>,
 }
 
 impl RoundMachine {
@@ -222,6 +237,7 @@ impl RoundMachine {
             phase: Phase::Aggregating,
             offers: BTreeMap::new(),
             last_head_ms: now_ms,
+            planned: None,
         };
         let actions = if last_round >= m.config.total_rounds {
             m.round = m.config.total_rounds + 1;
@@ -271,6 +287,7 @@ impl RoundMachine {
                 };
                 vec![Action::PublishHead(self.head())]
             }
+            Input::Planned { round, machines } => self.on_planned(round, machines),
             Input::Tick => self.on_tick(now_ms),
         }
     }
@@ -333,6 +350,7 @@ impl RoundMachine {
         };
         self.offers.clear();
         self.last_head_ms = now_ms;
+        self.planned = None;
         vec![Action::PublishHead(self.head())]
     }
 
@@ -433,10 +451,30 @@ impl RoundMachine {
             OfferStatus::Rejected { reason } => Self::reject(&offer, reason),
             OfferStatus::Evaluating => Vec::new(),
         };
-        if collecting && self.accepted_count() >= self.config.target_updates.max(1) {
+        if collecting && self.accepted_count() >= self.target() {
             actions.push(self.close());
         }
         actions
+    }
+
+    fn on_planned(&mut self, round: u64, machines: usize) -> Vec<Action> {
+        // A plan with nobody in it changes nothing: the round waits for a machine to return.
+        if round != self.round || machines == 0 {
+            return Vec::new();
+        }
+        self.planned = Some(machines);
+        match self.phase {
+            Phase::Collecting { .. } if self.accepted_count() >= self.target() => {
+                vec![self.close()]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Accepted updates that close the round at once.
+    fn target(&self) -> usize {
+        let t = self.config.target_updates;
+        self.planned.map_or(t, |n| t.min(n)).max(1)
     }
 
     fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
@@ -941,5 +979,78 @@ mod tests {
         let (m, a) = RoundMachine::start(cfg(), 3, 2, h(8), Some(9_100), 50);
         assert_eq!(m.phase(), &Phase::Finished);
         assert_eq!(a.last(), Some(&Action::Finished));
+    }
+
+    fn accept(m: &mut RoundMachine, n: u8, now: u64) -> Vec<Action> {
+        m.handle(
+            Input::Evaluated {
+                update: h(n),
+                result: Ok(9_000),
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn a_round_planned_over_fewer_machines_than_its_target_closes_when_they_all_sent() {
+        let mut m = start();
+        assert!(
+            m.handle(
+                Input::Planned {
+                    round: 1,
+                    machines: 1
+                },
+                50
+            )
+            .is_empty()
+        );
+        offer_in(&mut m, 1, offer(1, 1));
+        let a = accept(&mut m, 1, 200);
+        assert_eq!(
+            a.last(),
+            Some(&Action::Aggregate {
+                round: 1,
+                updates: vec![(offer(1, 1), 9_000)]
+            })
+        );
+        // The next round starts unplanned: its target is the job's again.
+        m.handle(
+            Input::Aggregated {
+                model: h(10),
+                accuracy_bps: 9_000,
+            },
+            300,
+        );
+        offer_in(&mut m, 2, offer(2, 1));
+        assert_eq!(accept(&mut m, 2, 400).len(), 1, "only the attestation");
+        assert!(matches!(m.phase(), Phase::Collecting { .. }));
+    }
+
+    #[test]
+    fn a_re_plan_without_a_departed_machine_closes_a_round_that_waits_for_it() {
+        let mut m = start();
+        let plan = |m: &mut RoundMachine, round, machines| {
+            m.handle(Input::Planned { round, machines }, 500)
+        };
+        assert!(plan(&mut m, 1, 2).is_empty());
+        offer_in(&mut m, 1, offer(1, 1));
+        assert_eq!(
+            accept(&mut m, 1, 200).len(),
+            1,
+            "waits for the second machine"
+        );
+        // A plan for another round, or with nobody in it, changes nothing.
+        assert!(plan(&mut m, 2, 1).is_empty());
+        assert!(plan(&mut m, 1, 0).is_empty());
+        assert!(matches!(m.phase(), Phase::Collecting { .. }));
+        // The head is re-published without the machine that left.
+        assert_eq!(
+            plan(&mut m, 1, 1),
+            vec![Action::Aggregate {
+                round: 1,
+                updates: vec![(offer(1, 1), 9_000)]
+            }]
+        );
+        assert_eq!(m.phase(), &Phase::Aggregating);
     }
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     learn::{Dataset, Split, data::Scheme, data::partition},
     roles::{
+        coordinator::AggregateRecord,
         jobs::JobRecord,
         requester::{JobRequest, JobSubmitted},
     },
@@ -178,6 +179,43 @@ impl Federation {
         serde_json::from_str(&body).expect("JobSubmitted")
     }
 
+    /// The rounds of `job_id` that the node at `api` aggregated as coordinator, by round.
+    pub async fn aggregates(&self, api: &str, job_id: u64) -> Vec<AggregateRecord> {
+        let mut all: Vec<AggregateRecord> = self
+            .get(api, &format!("/api/job/{job_id}/aggregates"))
+            .await;
+        all.sort_by_key(|a| a.round);
+        all
+    }
+
+    /// Polls the coordinator at `api` every 20 ms, for at most `timeout`, until it has
+    /// aggregated `round` of `job_id`. The coordinator knows at once; the requester learns of
+    /// the round from the chain, hundreds of milliseconds (several quick rounds) later.
+    pub async fn wait_aggregate(
+        &self,
+        api: &str,
+        job_id: u64,
+        round: u64,
+        timeout: Duration,
+    ) -> AggregateRecord {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(a) = self
+                .aggregates(api, job_id)
+                .await
+                .into_iter()
+                .find(|a| a.round == round)
+            {
+                return a;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round} of job {job_id} not aggregated after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls `GET /api/job/{id}` until `done` holds, for at most `timeout`.
     pub async fn wait_job(
         &self,
@@ -211,4 +249,21 @@ pub fn request(rounds: u64, k: u32) -> JobRequest {
         "claim_window_secs": 2,
     }))
     .expect("valid request")
+}
+
+/// Now, in milliseconds since the Unix epoch (the clock of [`AggregateRecord::at_unix_ms`]).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The rounds whose head went out after `ms` (unix): a round's head is sent as the round
+/// before it is aggregated, so these are the rounds after the first whose predecessor's
+/// aggregate is stamped later than `ms`. A node dead since `ms` cannot have trained them.
+pub fn rounds_opened_after(aggs: &[AggregateRecord], ms: u64) -> Vec<u64> {
+    aggs.windows(2)
+        .filter(|w| w[0].at_unix_ms > ms && w[1].round == w[0].round + 1)
+        .map(|w| w[1].round)
+        .collect()
 }
