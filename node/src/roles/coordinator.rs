@@ -579,7 +579,7 @@ impl Runtime {
         if actions.is_empty() {
             return;
         }
-        // A cluster round's plan, fed back once the actions are done: (round, machines).
+        // A cluster round's plan, fed back once the actions are done.
         let mut planned = None;
         for action in actions {
             let Some(leader) = self.leaders.get_mut(&job_id) else {
@@ -589,7 +589,7 @@ impl Runtime {
                 Action::PublishHead(head) => {
                     let shards = self.shard_plan(job_id);
                     if let (Some(plan), Some(round)) = (&shards, head.open_round) {
-                        planned = Some((round, plan.assignments.len()));
+                        planned = Some((round, plan.clone()));
                     }
                     let msg = RoundHeadMsg {
                         job_id,
@@ -764,15 +764,20 @@ impl Runtime {
         }
         self.record_pending(job_id, now_ms());
         self.persist_leader(job_id);
-        if let Some((round, machines)) = planned {
+        if let Some((round, plan)) = planned
+            && let Some(l) = self.leaders.get_mut(&job_id)
+        {
+            let by: Vec<Option<Vec<u8>>> = l
+                .machine
+                .live_offers()
+                .map(|o| l.offered_by.get(&o.update).map(|p| p.to_bytes()))
+                .collect();
+            let machines = plan.expected_updates(by.iter().map(Option::as_deref));
             // Yields no head (at most the round's close), so this recursion ends here.
-            let more = self.leaders.get_mut(&job_id).map(|l| {
-                l.machine
-                    .handle(Input::Planned { round, machines }, now_ms())
-            });
-            if let Some(more) = more {
-                self.execute(job_id, more);
-            }
+            let more = l
+                .machine
+                .handle(Input::Planned { round, machines }, now_ms());
+            self.execute(job_id, more);
         }
     }
 

@@ -171,14 +171,14 @@ pub enum Input {
         /// Why.
         reason: String,
     },
-    /// The driver planned `round` (cluster training) over `machines` machines, each of which
-    /// sends at most one update: the round closes once that many are accepted (a plan never
-    /// raises the job's target). Sent with every head, so a machine that leaves mid-round is
-    /// no longer waited for once the head is re-planned without it.
+    /// The driver planned `round` (cluster training): it can bring at most `machines` updates
+    /// ([`crate::roles::shards::ShardPlan::expected_updates`]), so it closes once that many are
+    /// accepted (a plan never raises the job's target). Sent with every head, so a machine
+    /// that leaves mid-round is no longer waited for once the head is re-planned without it.
     Planned {
         /// The round the plan is for.
         round: u64,
-        /// Machines with work in it.
+        /// Updates the plan can bring.
         machines: usize,
     },
     /// Time passed.
@@ -315,6 +315,14 @@ impl RoundMachine {
     /// The status of an offered update in the open round.
     pub fn offer_status(&self, update: &Hash32) -> Option<&OfferStatus> {
         self.offers.get(update).map(|(_, s)| s)
+    }
+
+    /// Offers of the open round not rejected (accepted or still being evaluated).
+    pub fn live_offers(&self) -> impl Iterator<Item = &Offer> {
+        self.offers
+            .values()
+            .filter(|(_, s)| !matches!(s, OfferStatus::Rejected { .. }))
+            .map(|(o, _)| o)
     }
 
     /// Accepted updates of the open round.

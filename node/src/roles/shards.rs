@@ -80,6 +80,22 @@ impl ShardPlan {
             .unwrap_or_default()
     }
 
+    /// The most updates a round planned this way can still bring: one per machine the plan
+    /// gives work, plus each update already offered (and not rejected) by a machine the plan
+    /// no longer names, or by a sender this node cannot place (`None`). A machine that left
+    /// after offering is thus not counted twice, nor its offer used to close the round before
+    /// the machines still training have sent theirs.
+    pub fn expected_updates<'a>(
+        &self,
+        offered_by: impl IntoIterator<Item = Option<&'a [u8]>>,
+    ) -> usize {
+        let elsewhere = offered_by
+            .into_iter()
+            .filter(|p| p.is_none_or(|p| !self.assignments.iter().any(|a| a.peer == p)))
+            .count();
+        self.assignments.len() + elsewhere
+    }
+
     /// Field bounds: every shard below `shards`, named once.
     pub fn validate(&self) -> Result<(), MessageError> {
         let bad = || Err(MessageError::Invalid("malformed shard plan".into()));
@@ -152,6 +168,20 @@ mod tests {
         // driver passes only the cluster's machines).
         let plan = ShardPlan::new(&[p(1)], &live(&[1]));
         assert!(plan.shards_of(&p(9)).is_empty());
+    }
+
+    #[test]
+    fn expected_updates_count_planned_machines_and_offers_from_elsewhere() {
+        let plan = ShardPlan::new(&[p(1), p(2), p(3)], &live(&[1, 3]));
+        assert_eq!(plan.expected_updates([]), 2);
+        // An offer of a planned machine is one of its two; one of a departed machine (2) or of
+        // an unknown sender adds to them.
+        let (one, two) = (p(1), p(2));
+        assert_eq!(plan.expected_updates([Some(one.as_slice())]), 2);
+        assert_eq!(
+            plan.expected_updates([Some(one.as_slice()), Some(two.as_slice()), None]),
+            4
+        );
     }
 
     #[test]
