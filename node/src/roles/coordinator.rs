@@ -772,11 +772,11 @@ impl Runtime {
                 .live_offers()
                 .map(|o| l.offered_by.get(&o.update).map(|p| p.to_bytes()))
                 .collect();
-            let machines = plan.expected_updates(by.iter().map(Option::as_deref));
+            let expected = plan.expected_updates(by.iter().map(Option::as_deref));
             // Yields no head (at most the round's close), so this recursion ends here.
             let more = l
                 .machine
-                .handle(Input::Planned { round, machines }, now_ms());
+                .handle(Input::Planned { round, expected }, now_ms());
             self.execute(job_id, more);
         }
     }

@@ -5,8 +5,8 @@
 //! or rejected; the round closes when `target_updates` were accepted, or at its deadline if at
 //! least `quorum` were; then the driver aggregates, and the result is recorded on chain and
 //! published as the next round head. In cluster training the driver also tells the machine how
-//! many machines the round's shard plan gives work ([`Input::Planned`]): no round waits for
-//! more updates than there are machines to send them.
+//! many updates the round's shard plan can bring ([`Input::Planned`]): no round waits for more
+//! updates than there are machines to send them.
 //!
 //! Pure logic: `handle(input, now_ms) -> Vec<Action>`; the driver in `roles::coordinator` does
 //! the I/O and persists the machine (it is serde) after every step, so a restarted coordinator
@@ -171,7 +171,7 @@ pub enum Input {
         /// Why.
         reason: String,
     },
-    /// The driver planned `round` (cluster training): it can bring at most `machines` updates
+    /// The driver planned `round` (cluster training): it can bring at most `expected` updates
     /// ([`crate::roles::shards::ShardPlan::expected_updates`]), so it closes once that many are
     /// accepted (a plan never raises the job's target). Sent with every head, so a machine
     /// that leaves mid-round is no longer waited for once the head is re-planned without it.
@@ -179,7 +179,7 @@ pub enum Input {
         /// The round the plan is for.
         round: u64,
         /// Updates the plan can bring.
-        machines: usize,
+        expected: usize,
     },
     /// Time passed.
     Tick,
@@ -212,7 +212,7 @@ pub struct RoundMachine {
     phase: Phase,
     offers: BTreeMap<Hash32, (Offer, OfferStatus)>,
     last_head_ms: u64,
-    /// Machines the open round's latest shard plan gives work (cluster training only).
+    /// Updates the open round's latest shard plan can bring (cluster training only).
     #[serde(default)]
     planned: Option<usize>,
 }
@@ -287,7 +287,7 @@ impl RoundMachine {
                 };
                 vec![Action::PublishHead(self.head())]
             }
-            Input::Planned { round, machines } => self.on_planned(round, machines),
+            Input::Planned { round, expected } => self.on_planned(round, expected),
             Input::Tick => self.on_tick(now_ms),
         }
     }
@@ -465,12 +465,12 @@ impl RoundMachine {
         actions
     }
 
-    fn on_planned(&mut self, round: u64, machines: usize) -> Vec<Action> {
+    fn on_planned(&mut self, round: u64, expected: usize) -> Vec<Action> {
         // A plan with nobody in it changes nothing: the round waits for a machine to return.
-        if round != self.round || machines == 0 {
+        if round != self.round || expected == 0 {
             return Vec::new();
         }
-        self.planned = Some(machines);
+        self.planned = Some(expected);
         match self.phase {
             Phase::Collecting { .. } if self.accepted_count() >= self.target() => {
                 vec![self.close()]
@@ -1006,7 +1006,7 @@ mod tests {
             m.handle(
                 Input::Planned {
                     round: 1,
-                    machines: 1
+                    expected: 1
                 },
                 50
             )
@@ -1037,8 +1037,8 @@ mod tests {
     #[test]
     fn a_re_plan_without_a_departed_machine_closes_a_round_that_waits_for_it() {
         let mut m = start();
-        let plan = |m: &mut RoundMachine, round, machines| {
-            m.handle(Input::Planned { round, machines }, 500)
+        let plan = |m: &mut RoundMachine, round, expected| {
+            m.handle(Input::Planned { round, expected }, 500)
         };
         assert!(plan(&mut m, 1, 2).is_empty());
         offer_in(&mut m, 1, offer(1, 1));
